@@ -1,15 +1,81 @@
-"""Evaluate saved actors: natural return and return under observation attacks (DESIGN.md section 4).
+"""Evaluate saved actors: natural return, return under each observation attack, the worst, and worst-case
+robustness (worst - natural) / natural, as in Table 2 of the BARPO paper (arXiv 2512.01228; DESIGN.md section 4).
 
     python eval_attacks.py --model zoo/ppo_continuous__HalfCheetah-v4.safetensors --attacks fast
+    python eval_attacks.py --model a.safetensors b.safetensors --attacks all --json out.json --markdown out.md
+    python eval_attacks.py --model a.safetensors --attacks fast --epsilons 0 0.05 0.1 0.15 0.2 --plot curve.png
+
+Deterministic actions, frozen normalizer, fixed seeds (episode k starts from reset(seed=seed + k)); episodes run
+vectorized across --num-envs environments and every attack is batched over them.
 """
+import datetime
+import json
+import os
+import platform
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+FAST = ["random", "critic", "mad", "rs"]
+ALL = ["random", "critic", "mad", "rs", "sa_rl", "pa_ad"]
+LEARNED = {"rs", "sa_rl", "pa_ad"}
+SCHEMA = "robust-rl/eval/1"
 
-def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on_step=None):
+
+@dataclass
+class Args:
+    model: tuple[str, ...]
+    """checkpoint(s) to evaluate (.safetensors written by any robust-rl script)"""
+    attacks: tuple[str, ...] = ("fast",)
+    """attacks to run: names among random critic mad rs sa_rl pa_ad, or `fast` (random critic mad rs) or `all`"""
+    epsilon: Optional[float] = None
+    """l_inf budget in normalized-observation units (default: the env's, e.g. HalfCheetah 0.15, Hopper 0.075)"""
+    epsilons: Optional[tuple[float, ...]] = None
+    """eps sweep: evaluate every attack at each of these budgets and write a return-vs-eps curve"""
+    episodes: int = 50
+    """episodes per (model, attack)"""
+    num_envs: Optional[int] = None
+    """environments stepped together (default: all episodes at once); 1 = the one-env protocol"""
+    seed: int = 0
+    """evaluation seed: episode k starts from env.reset(seed=seed + k)"""
+    attack_steps: int = 10
+    """gradient steps of the critic, MAD, RS and PA-AD attacks (step size eps / attack_steps)"""
+    rs_steps: int = 200_000
+    """environment steps to learn each robust-Sarsa Q function (cached next to the victim)"""
+    sa_rl_steps: int = 1_000_000
+    """environment steps to train the SA-RL adversary (the paper's budget; cached next to the victim)"""
+    pa_ad_steps: int = 1_000_000
+    """environment steps to train the PA-AD director (the paper's budget; cached next to the victim)"""
+    json: Optional[str] = None
+    """write the results (schema robust-rl/eval/1) to this JSON file"""
+    markdown: Optional[str] = None
+    """write the table as Markdown to this file"""
+    plot: Optional[str] = None
+    """with --epsilons: write the return-vs-eps plot to this PNG file"""
+    track: bool = False
+    """log eval/* metrics to Weights and Biases"""
+    wandb_project_name: str = "robust-rl"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    torch_threads: int = 1
+    """torch intra-op threads"""
+    progress: Optional[bool] = None
+    """progress bars (default: only on an interactive terminal)"""
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on_episode=None):
     """Per-episode raw returns of the deterministic policy (frozen normalizer), episodes run vectorized.
 
     Episode k always starts from env.reset(seed=seed + k) and, if the attack draws noise, from its own
@@ -53,13 +119,217 @@ def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on
             returns[slot_episode[i]] += r
             obs[i] = o
             if terminated or truncated:
-                if on_step is not None:
-                    on_step(1)
+                if on_episode is not None:
+                    on_episode()
                 start(i)
     for env in envs:
         env.close()
     return returns
 
 
+def make_attack(name, policy, epsilon, args, model_path, env_id):
+    """The attack object for `name`; learned attacks are fitted once and cached next to the victim."""
+    from attacks.critic import CriticAttack
+    from attacks.mad import MADAttack
+    from attacks.random import RandomAttack
+
+    if name == "random":
+        return [RandomAttack(policy, epsilon)]
+    if name == "critic":
+        return [CriticAttack(policy, epsilon, steps=args.attack_steps)]
+    if name == "mad":
+        return [MADAttack(policy, epsilon, steps=args.attack_steps)]
+    from attacks.checkpoint import policy_hash
+    from attacks.ppo_adversary import cache_path, fit_or_load
+
+    victim = policy_hash(policy)
+    if name == "rs":
+        from attacks.rs import RS_GRID, RobustSarsaAttack
+
+        out = []
+        for settings in RS_GRID:
+            attack = RobustSarsaAttack(policy, epsilon, steps=args.attack_steps, **settings)
+            cache = cache_path(model_path, victim, "rs", dict(settings, epsilon=epsilon, fit_steps=args.rs_steps, seed=args.seed))
+            out.append(fit_or_load(attack, cache, env_id, args.rs_steps, args.seed, show_progress(args)))
+        return out
+    if name == "sa_rl":
+        from attacks.sa_rl import SARLAttack
+
+        attack = SARLAttack(policy, epsilon)
+        cache = cache_path(model_path, victim, "sa_rl", dict(epsilon=epsilon, fit_steps=args.sa_rl_steps, seed=args.seed))
+        return [fit_or_load(attack, cache, env_id, args.sa_rl_steps, args.seed, show_progress(args))]
+    if name == "pa_ad":
+        from attacks.pa_ad import PAADAttack
+
+        attack = PAADAttack(policy, epsilon, steps=args.attack_steps)
+        cache = cache_path(model_path, victim, "pa_ad", dict(epsilon=epsilon, fit_steps=args.pa_ad_steps, seed=args.seed, attack_steps=args.attack_steps))
+        return [fit_or_load(attack, cache, env_id, args.pa_ad_steps, args.seed, show_progress(args))]
+    raise ValueError(name)
+
+
+def show_progress(args):
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+def summary(returns):
+    return dict(mean=float(np.mean(returns)), std=float(np.std(returns)), returns=[float(r) for r in returns])
+
+
+def run_model(path, args, epsilon_override=None):
+    """Evaluate one checkpoint: natural + every attack at one eps. Returns the result dict."""
+    from tqdm import tqdm
+
+    from attacks.checkpoint import CheckpointError, default_epsilon, load_checkpoint
+
+    try:
+        policy, meta = load_checkpoint(path)
+    except CheckpointError as e:
+        fail(str(e))
+    env_id = meta["env_id"]
+    try:
+        spec_env = gym.make(env_id)
+    except Exception:
+        fail(f"{path}: checkpoint env {env_id!r} is not a registered gymnasium environment")
+    obs_dim, act_dim = spec_env.observation_space.shape[0], spec_env.action_space.shape[0]
+    spec_env.close()
+    if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        fail(f"{path}: checkpoint dims (obs {meta['obs_dim']}, act {meta['act_dim']}) do not match {env_id} (obs {obs_dim}, act {act_dim})")
+    epsilon = epsilon_override if epsilon_override is not None else args.epsilon
+    if epsilon is None:
+        epsilon = default_epsilon(env_id)
+        if epsilon is None:
+            fail(f"no default attack budget for {env_id}: pass --epsilon")
+    names = expand_attacks(args.attacks)
+    bar = show_progress(args)
+    result = dict(model=path, env_id=env_id, script=meta.get("script"), global_step=meta.get("global_step"), epsilon=epsilon,
+                  episodes=args.episodes, seed=args.seed, attacks={})
+
+    def run(label, attack):
+        t0 = time.time()
+        with tqdm(total=args.episodes, desc=f"{os.path.basename(path)} {label}", disable=not bar, leave=False) as pbar:
+            returns = evaluate(policy, env_id, args.episodes, args.seed, args.num_envs, attack, on_episode=lambda: pbar.update(1))
+        out = summary(returns)
+        out["seconds"] = round(time.time() - t0, 2)
+        return out
+
+    result["natural"] = run("natural", None)
+    for name in names:
+        candidates = make_attack(name, policy, epsilon, args, path, env_id)
+        runs = [run(name, attack) for attack in candidates]
+        best = min(range(len(runs)), key=lambda i: runs[i]["mean"])  # the strongest of a grid (robust Sarsa)
+        result["attacks"][name] = runs[best]
+        if len(runs) > 1:
+            result["attacks"][name]["grid_means"] = [r["mean"] for r in runs]
+    nat = result["natural"]["mean"]
+    if result["attacks"]:
+        worst = min(result["attacks"], key=lambda n: result["attacks"][n]["mean"])
+        result["worst"] = dict(attack=worst, mean=result["attacks"][worst]["mean"])
+        result["robustness"] = (result["worst"]["mean"] - nat) / abs(nat) if nat != 0 else None
+    return result
+
+
+def expand_attacks(names):
+    out = []
+    for n in names:
+        for m in FAST if n == "fast" else ALL if n == "all" else [n]:
+            if m not in ALL:
+                fail(f"unknown attack {m!r} (choose from {' '.join(ALL)}, fast, all)")
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def table(results):
+    """Markdown table in the layout of the BARPO paper's Table 2."""
+    names = []
+    for r in results:
+        names += [n for n in r["attacks"] if n not in names]
+    head = ["model", "env", "eps", "natural"] + names + ["worst", "robustness"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [os.path.basename(r["model"]), r["env_id"], f"{r['epsilon']:g}", f"{r['natural']['mean']:.0f} ± {r['natural']['std']:.0f}"]
+        cells += [f"{r['attacks'][n]['mean']:.0f} ± {r['attacks'][n]['std']:.0f}" if n in r["attacks"] else "" for n in names]
+        cells += [f"{r['worst']['mean']:.0f} ({r['worst']['attack']})" if "worst" in r else "", f"{r['robustness']:.2f}" if r.get("robustness") is not None else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def provenance():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        commit = None
+    import mujoco
+
+    return dict(command=" ".join(sys.argv), git_commit=commit, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu", versions=dict(torch=torch.__version__, gymnasium=gym.__version__, mujoco=mujoco.__version__))
+
+
+def plot_sweep(sweep, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sweep), figsize=(5 * len(sweep), 4), squeeze=False)
+    for ax, (model, points) in zip(axes[0], sweep.items()):
+        eps = [p["epsilon"] for p in points]
+        ax.plot(eps, [p["natural"]["mean"] for p in points], "k--", label="natural")
+        for name in points[0]["attacks"]:
+            ax.plot(eps, [p["attacks"][name]["mean"] for p in points], "o-", label=name)
+        ax.set_title(f"{os.path.basename(model)}\n{points[0]['env_id']}", fontsize=9)
+        ax.set_xlabel("eps (l_inf, normalized obs)")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args):
+    if args.episodes <= 0 or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
+        fail("--episodes, --num-envs and --attack-steps must be positive")
+    if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps) <= 0:
+        fail("--rs-steps, --sa-rl-steps and --pa-ad-steps must be positive")
+    for e in ([args.epsilon] if args.epsilon is not None else []) + list(args.epsilons or []):
+        if e < 0:
+            fail(f"attack budget must be >= 0, got {e}")
+    if args.plot and not args.epsilons:
+        fail("--plot needs --epsilons")
+    expand_attacks(args.attacks)
+    torch.set_num_threads(args.torch_threads)
+    out = dict(schema=SCHEMA, **provenance())
+    if args.epsilons:
+        sweep = {path: [run_model(path, args, e) for e in args.epsilons] for path in args.model}
+        for path, points in sweep.items():
+            print(f"\n{path}")
+            print(table(points))
+        out["sweep"] = sweep
+        if args.plot:
+            plot_sweep(sweep, args.plot)
+            print(f"plot written to {args.plot}")
+        results = [p for points in sweep.values() for p in points]
+    else:
+        results = [run_model(path, args) for path in args.model]
+        print(table(results))
+        out["results"] = results
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table(results) + "\n")
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), job_type="eval")
+        for r in results:
+            wandb.log({"eval/natural_return": r["natural"]["mean"], **{f"eval/{n}_return": a["mean"] for n, a in r["attacks"].items()},
+                       "eval/epsilon": r["epsilon"]})
+        wandb.finish()
+    return out
+
+
 if __name__ == "__main__":
-    sys.exit("eval_attacks.py: the attack suite CLI is not built yet")
+    import tyro
+
+    main(tyro.cli(Args))

@@ -1,0 +1,305 @@
+"""What the learned attacks (rs.py, sa_rl.py, pa_ad.py) share: a small PPO learner for an adversary that acts on
+the victim's normalized observation, numpy copies of small MLPs for fast rollouts, and saving/caching what an
+attack learned next to the victim checkpoint (DESIGN.md section 4).
+
+PPO as in ppo_continuous.py (Schulman et al. 2017; clipped surrogate, GAE, reward scaling by the running std of
+the discounted return), maximizing the adversary's return sum_t gamma^t r_adv_t, r_adv = -r_victim:
+    L = E[min(rho A, clip(rho, 1-0.2, 1+0.2) A)] - 0.5 * vf_coef * (V(x) - R)^2
+Here the victim is part of the environment: the adversary sees x = norm(s), picks a, `victim_action(x, a)` turns a
+into the victim's (deterministic) action on the perturbed observation, and the real env steps with it.
+"""
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class PPOConfig:
+    """The adversary's PPO settings: the robust-RL papers' PPO (DESIGN.md section 5) unless noted."""
+
+    num_envs: int = 1
+    """envs stepped in a list; a rollout is num_envs x num_steps"""
+    num_steps: int = 2048
+    """steps per env per rollout (num_envs * num_steps = 2048 per iteration by default)"""
+    update_epochs: int = 10
+    num_minibatches: int = 32
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    learning_rate: float = 3e-4
+    """Adam, actor and critic alike, linearly annealed to 0"""
+    anneal_lr: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    clip_vloss: bool = True
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    init_std: float = 1.0
+    """initial std of the adversary's Gaussian (before any squashing)"""
+    hidden_sizes: tuple = (64, 64)
+    reward_scale: bool = True
+    """divide the adversary's reward by the running std of its discounted return (clip +-10), as ppo_continuous.py"""
+    reward_clip: float = 10.0
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class MLP(nn.Module):
+    """tanh MLP with Linear layers in `layers` (same names as the agents'); the last layer has no activation."""
+
+    def __init__(self, sizes, out_std):
+        super().__init__()
+        n = len(sizes) - 1
+        self.layers = nn.ModuleList([layer_init(nn.Linear(sizes[i], sizes[i + 1]), out_std if i == n - 1 else np.sqrt(2)) for i in range(n)])
+        self.act = torch.tanh
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+
+class GaussianAgent(nn.Module):
+    """Adversary: Gaussian policy (MLP mean, state-independent log-std) and a separate critic, both on x."""
+
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(64, 64), init_std=1.0):
+        super().__init__()
+        self.actor = MLP((obs_dim, *hidden_sizes, act_dim), out_std=0.01)
+        self.actor.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.critic = MLP((obs_dim, *hidden_sizes, 1), out_std=1.0)
+
+    def get_action_and_value(self, x, action):
+        mean = self.actor(x)
+        log_std = self.actor.log_std
+        logprob = -0.5 * (((action - mean) * torch.exp(-log_std)) ** 2).sum(1) - (log_std.sum() + 0.5 * math.log(2 * math.pi) * mean.shape[1])
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum().expand(mean.shape[0])
+        return logprob, entropy, self.critic(x).view(-1)
+
+
+def numpy_weights(mlp):
+    """[(W^T, b)] float32 copies of an MLP's Linear layers and its activation name ("tanh" or "relu")."""
+    weights = [(layer.weight.detach().float().numpy().T.copy(), layer.bias.detach().float().numpy().copy()) for layer in mlp.layers]
+    if mlp.act is torch.tanh:
+        return weights, "tanh"
+    if mlp.act is torch.relu:
+        return weights, "relu"
+    raise ValueError(f"unsupported activation {mlp.act!r} (tanh or relu)")
+
+
+def numpy_mlp(mlp):
+    """A numpy copy of a small MLP's forward pass: per env step ~10x cheaper than torch at batch size 1-8."""
+    weights, act = numpy_weights(mlp)
+    f = np.tanh if act == "tanh" else (lambda h: np.maximum(h, 0.0))
+
+    def forward(x):
+        for w, b in weights[:-1]:
+            x = f(x @ w + b)
+        return x @ weights[-1][0] + weights[-1][1]
+
+    return forward
+
+
+def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
+    """GAE over [T, N]; ends[t]: the episode ended at step t (a truncated step's reward already holds gamma * V(final))."""
+    advantages = np.zeros_like(rewards)
+    last = 0.0
+    for t in reversed(range(rewards.shape[0])):
+        next_values = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        nonterminal = 1.0 - ends[t]
+        delta = rewards[t] + gamma * next_values * nonterminal - values[t]
+        advantages[t] = last = delta + gamma * gae_lambda * nonterminal * last
+    return advantages
+
+
+def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, progress=False, desc="adversary"):
+    """Train `agent` by PPO against the frozen victim in the real env; returns {"episode_returns": victim's raw
+    returns seen during training, "sps": env steps per second}.
+
+    normalize(obs) -> x (the victim's frozen normalizer); victim_action(x, a) -> the victim's action [N, act_dim]
+    when the adversary plays a [N, k] at x (numpy, batched over the N envs; clipped to the bounds here).
+    """
+    from tqdm import tqdm
+
+    envs = [gym.make(env_id) for _ in range(cfg.num_envs)]
+    N, T = cfg.num_envs, cfg.num_steps
+    obs_dim = envs[0].observation_space.shape[0]
+    k = agent.actor.layers[-1].out_features
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+    batch_size = N * T
+    if batch_size % cfg.num_minibatches:
+        raise ValueError(f"num_minibatches {cfg.num_minibatches} does not divide the batch size {batch_size}")
+    minibatch_size = batch_size // cfg.num_minibatches
+    num_iterations = max(1, total_steps // batch_size)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+
+    obs = np.zeros((T, N, obs_dim), dtype=np.float32)
+    actions = np.zeros((T, N, k), dtype=np.float32)
+    rewards = np.zeros((T, N), dtype=np.float32)
+    ends = np.zeros((T, N), dtype=np.float32)
+    next_raw = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    ret_acc, ret_mean, ret_var, ret_count = np.zeros(N), 0.0, 1.0, 1e-4
+    ep_return, episode_returns = np.zeros(N), []
+    start_time, global_step = time.time(), 0
+    pbar = tqdm(total=num_iterations * batch_size, unit="step", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
+    for iteration in range(1, num_iterations + 1):
+        if cfg.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * cfg.learning_rate
+
+        # rollout: adversary, victim and env in numpy
+        mean = numpy_mlp(agent.actor)
+        std = np.exp(agent.actor.log_std.detach().numpy())
+        noise = rng.standard_normal((T, N, k)).astype(np.float32)
+        final_obs, final_idx = [], []
+        for step in range(T):
+            global_step += N
+            x = normalize(next_raw)
+            obs[step] = x
+            a = mean(x) + std * noise[step]
+            actions[step] = a
+            act = np.clip(victim_action(x, a), low, high)
+            for i, env in enumerate(envs):
+                o, r, terminated, truncated, _ = env.step(act[i])
+                ep_return[i] += r
+                ret_acc[i] = ret_acc[i] * cfg.gamma - r
+                rewards[step, i] = -r
+                ends[step, i] = terminated or truncated
+                if terminated or truncated:
+                    if truncated and not terminated:
+                        final_obs.append(normalize(o[None])[0])
+                        final_idx.append((step, i))
+                    episode_returns.append(float(ep_return[i]))
+                    ep_return[i] = 0.0
+                    o, _ = env.reset()
+                next_raw[i] = o
+            if cfg.reward_scale:
+                b_mean = float(ret_acc.sum()) / N
+                b_var = float(np.square(ret_acc - b_mean).sum()) / N
+                delta, tot = b_mean - ret_mean, ret_count + N
+                ret_var = (ret_var * ret_count + b_var * N + delta**2 * ret_count * N / tot) / tot
+                ret_mean, ret_count = ret_mean + delta * N / tot, tot
+                rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var + 1e-8), -cfg.reward_clip, cfg.reward_clip)
+            ret_acc[ends[step] > 0] = 0.0
+
+        with torch.no_grad():
+            b_obs = torch.from_numpy(obs.reshape(-1, obs_dim))
+            b_actions = torch.from_numpy(actions.reshape(-1, k))
+            b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
+            values = b_values.numpy().reshape(T, N)
+            next_value = agent.critic(torch.from_numpy(normalize(next_raw))).numpy().reshape(-1)
+            if final_obs:
+                final_values = agent.critic(torch.from_numpy(np.stack(final_obs))).numpy().reshape(-1)
+                for (s, i), v in zip(final_idx, final_values):
+                    rewards[s, i] += cfg.gamma * v
+        advantages = compute_gae(rewards, values, ends, next_value, cfg.gamma, cfg.gae_lambda)
+        b_advantages = torch.from_numpy(advantages.reshape(-1))
+        b_returns = b_advantages + b_values
+
+        for epoch in range(cfg.update_epochs):
+            perm = torch.randperm(batch_size, generator=gen)
+            e_obs, e_actions, e_logprobs, e_adv, e_returns, e_values = (t[perm] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values))
+            for start in range(0, batch_size, minibatch_size):
+                mb = slice(start, start + minibatch_size)
+                newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb], e_actions[mb])
+                ratio = (newlogprob - e_logprobs[mb]).exp()
+                mb_adv = e_adv[mb]
+                if cfg.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                if cfg.clip_vloss:
+                    v_clipped = e_values[mb] + torch.clamp(newvalue - e_values[mb], -cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((newvalue - e_returns[mb]) ** 2, (v_clipped - e_returns[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - e_returns[mb]) ** 2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
+                optimizer.zero_grad()
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+
+        sps = int(global_step / (time.time() - start_time))
+        recent = float(np.mean(episode_returns[-10:])) if episode_returns else float("nan")
+        pbar.update(batch_size)
+        pbar.set_postfix(victim_ret=f"{recent:.0f}", sps=sps, refresh=False)
+    pbar.close()
+    for env in envs:
+        env.close()
+    return {"episode_returns": episode_returns, "sps": global_step / (time.time() - start_time)}
+
+
+# ---- saving and caching what a learned attack learned (safetensors: tensors + a JSON metadata document) ----
+
+
+def save_attack(path, name, tensors, meta):
+    """Write one .safetensors file atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file(tensors, tmp, metadata={"robust_rl_attack": json.dumps(dict(meta, attack=name))})
+    os.replace(tmp, path)
+
+
+def load_attack(path, name, victim_hash, epsilon):
+    """(tensors, meta) of a saved attack; ValueError naming the file if it is not a `name` attack for this victim and eps."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get("robust_rl_attack")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    meta = json.loads(raw) if raw else {}
+    if meta.get("attack") != name:
+        raise ValueError(f"{path}: holds a {meta.get('attack')!r} attack, not {name!r}")
+    if meta.get("victim_hash") != victim_hash:
+        raise ValueError(f"{path}: was learned against another victim (hash {str(meta.get('victim_hash'))[:12]}, this one {victim_hash[:12]})")
+    if not math.isclose(meta.get("epsilon", float("nan")), epsilon, rel_tol=1e-9):
+        raise ValueError(f"{path}: was learned for eps {meta.get('epsilon')}, not {epsilon}")
+    return tensors, meta
+
+
+def cache_path(victim_path, victim_hash, name, settings):
+    """`<victim_path>.attacks/<name>-<16 hex>.safetensors`, keyed by the victim's hash and the attack's settings
+    (pass everything that changes what is learned: attack.settings plus the fit's steps and seed)."""
+    key = hashlib.sha256((victim_hash + json.dumps(settings, sort_keys=True, default=str)).encode()).hexdigest()[:16]
+    return f"{victim_path}.attacks/{name}-{key}.safetensors"
+
+
+def fit_or_load(attack, cache, env_id, steps, seed, progress=False):
+    """Load `attack` from `cache` if the file exists, else fit it and save it there (atomically). Returns True if loaded."""
+    if os.path.exists(cache):
+        attack.load(cache)
+        return True
+    attack.fit(env_id, steps, seed, progress=progress)
+    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    attack.save(cache)
+    return False
+
+
+def config_from(settings):
+    """PPOConfig with the given overrides (unknown keys are an error); hidden_sizes kept as a tuple."""
+    cfg = PPOConfig(**settings)
+    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+    return cfg
+
+
+def config_dict(cfg):
+    d = asdict(cfg)
+    d["hidden_sizes"] = list(cfg.hidden_sizes)
+    return d

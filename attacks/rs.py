@@ -1,0 +1,178 @@
+"""RS, the robust Sarsa attack (Zhang et al. 2020, "Robust Deep Reinforcement Learning against Adversarial
+Perturbations on State Observations", NeurIPS; SA-MDP paper, Sec. 6 and App. D).
+
+1. Learn the victim's action value Q^pi(s, a) from its own rollouts (Gaussian actions a = mu + std * noise) by
+   TD(0) Sarsa with a robustness regularizer that keeps Q flat in a small l_inf ball around the data's actions:
+       L(Q) = E[(Q(s,a) - r - gamma * (1 - term) * Q'(s',a'))^2] + reg * E[max_{||a~ - a||_inf <= action_eps} (Q(s,a~) - Q(s,a))^2]
+   a' = the victim's action at the true successor s' (a time-limit truncation bootstraps, a termination does not);
+   Q' = a Polyak-averaged target copy of Q. The inner max: PGD (random start in the ball, 3 sign steps), where the
+   paper bounds it with a convex relaxation (auto_LiRPA); squared deviation as in the SA-PPO code.
+2. Attack: x_hat = argmin_{||x_hat - x||_inf <= eps} Q(x, mu(x_hat)) by 10 sign-gradient steps of eps/10 from x
+   (the state input of Q stays the clean x).
+Several Q's are trained (RS_GRID) and the evaluation reports the strongest, as the paper does with its grid.
+Q is learned on rewards scaled by (1 - gamma) / rms(r), so values are O(1) on every task.
+"""
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+from attacks.checkpoint import policy_hash
+from attacks.ppo_adversary import MLP, load_attack, numpy_mlp, save_attack
+
+NAME = "rs"
+DEFAULT_STEPS = 200_000  # victim transitions per Q (SA-PPO's sarsa training collected ~10^5-10^6)
+RS_GRID = [dict(reg=0.0), dict(reg=0.1), dict(reg=1.0)]
+
+
+class QNet(nn.Module):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(64, 64)):
+        super().__init__()
+        self.q = MLP((obs_dim + act_dim, *hidden_sizes, 1), out_std=1.0)
+
+    def forward(self, x, a):
+        return self.q(torch.cat([x, a], dim=1)).view(-1)
+
+
+def sarsa_targets(q, r, x2, a2, terminal, gamma):
+    """TD(0) Sarsa targets r + gamma * Q(s', a') for the true successors (s', a'); no bootstrap after a termination."""
+    with torch.no_grad():
+        return r + gamma * (1.0 - terminal) * q(x2, a2)
+
+
+def collect(policy, env_id, steps, seed, num_envs=8):
+    """The victim's own rollouts with its Gaussian exploration: dict of numpy arrays x, a, r, x2, a2, terminal
+    ([steps, ...]). x2 is the normalized true successor (the final observation when an episode ends, not the reset
+    one) and a2 the victim's sampled action there, which is the next row's action whenever the episode goes on."""
+    envs = [gym.make(env_id) for _ in range(num_envs)]
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+    normalize, mean = policy.obs_norm.normalize_np, numpy_mlp(policy.actor)
+    std = np.exp(policy.actor.log_std.detach().float().numpy())
+    rng = np.random.default_rng(seed)
+    T = math.ceil(steps / num_envs)
+    k = std.shape[0]
+    out = {key: [] for key in ("x", "a", "r", "x2", "a2", "terminal")}
+    x = normalize(np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]))
+    a = mean(x) + std * rng.standard_normal((num_envs, k)).astype(np.float32)
+    succ_raw, reset_raw = np.zeros((num_envs, x.shape[1])), np.zeros((num_envs, x.shape[1]))
+    r, term, ended = np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs, dtype=bool)
+    for _ in range(T):
+        act = np.clip(a, low, high)
+        for i, env in enumerate(envs):
+            o, r[i], terminated, truncated, _ = env.step(act[i])
+            succ_raw[i], term[i], ended[i] = o, terminated, terminated or truncated
+            reset_raw[i] = env.reset()[0] if ended[i] else o
+        x2 = normalize(succ_raw)
+        a2 = mean(x2) + std * rng.standard_normal((num_envs, k)).astype(np.float32)
+        for key, v in zip(out, (x, a, r, x2, a2, term)):
+            out[key].append(np.array(v, dtype=np.float32))
+        x, a = x2.copy(), a2.copy()
+        if ended.any():  # a new episode starts from the reset observation
+            x[ended] = normalize(reset_raw[ended])
+            a[ended] = mean(x[ended]) + std * rng.standard_normal((int(ended.sum()), k)).astype(np.float32)
+    for env in envs:
+        env.close()
+    # [T, N, ...] -> [T * N, ...] keeping each env's steps in order (row t * N + i), trimmed to `steps`
+    return {key: np.stack(v).reshape(T * num_envs, -1).squeeze(-1)[:steps] if key in ("r", "terminal") else np.stack(v).reshape(T * num_envs, -1)[:steps] for key, v in out.items()}
+
+
+class RobustSarsaAttack:
+    def __init__(self, policy, epsilon, reg=0.1, action_eps=0.1, attack_steps=10, hidden_sizes=(64, 64), gamma=0.99,
+                 learning_rate=1e-3, epochs=30, batch_size=256, tau=0.005, reg_steps=3, num_envs=8):
+        """reg: weight of the robustness regularizer; action_eps: its l_inf radius in action units; epochs over the
+        collected data of minibatch (batch_size) TD updates; tau: Polyak rate of the target Q."""
+        self.policy, self.epsilon = policy, float(epsilon)
+        self.obs_dim, self.act_dim = policy.actor.layers[0].in_features, policy.actor.layers[-1].out_features
+        self.settings = dict(epsilon=self.epsilon, reg=float(reg), action_eps=float(action_eps), attack_steps=int(attack_steps),
+                             hidden_sizes=list(hidden_sizes), gamma=float(gamma), learning_rate=float(learning_rate), epochs=int(epochs),
+                             batch_size=int(batch_size), tau=float(tau), reg_steps=int(reg_steps), num_envs=int(num_envs))
+        self.q = QNet(self.obs_dim, self.act_dim, tuple(hidden_sizes)).requires_grad_(False)
+        self.fitted = False
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        from tqdm import tqdm
+
+        s = self.settings
+        data = collect(self.policy, env_id, steps, seed, s["num_envs"])
+        scale = (1.0 - s["gamma"]) / max(float(np.sqrt(np.mean(data["r"] ** 2))), 1e-8)
+        x, a, x2, a2 = (torch.from_numpy(data[k]) for k in ("x", "a", "x2", "a2"))
+        r, terminal = torch.from_numpy(data["r"] * np.float32(scale)), torch.from_numpy(data["terminal"])
+        with torch.random.fork_rng():  # a fresh Q from `seed`, without touching the caller's RNG
+            torch.manual_seed(seed)
+            q = QNet(self.obs_dim, self.act_dim, tuple(s["hidden_sizes"]))
+        target = copy.deepcopy(q).requires_grad_(False)
+        optimizer = torch.optim.Adam(q.parameters(), lr=s["learning_rate"])
+        gen = torch.Generator().manual_seed(seed)
+        n, bs, radius = x.shape[0], s["batch_size"], s["action_eps"]
+        updates = s["epochs"] * math.ceil(n / bs)
+        pbar = tqdm(total=updates, unit="update", disable=not progress, desc=f"{NAME} reg={s['reg']}", dynamic_ncols=True)
+        self.log = []
+        for epoch in range(s["epochs"]):
+            perm = torch.randperm(n, generator=gen)
+            td_sum = reg_sum = 0.0
+            for start in range(0, n, bs):
+                mb = perm[start:start + bs]
+                y = sarsa_targets(target, r[mb], x2[mb], a2[mb], terminal[mb], s["gamma"])
+                q_sa = q(x[mb], a[mb])
+                td = ((q_sa - y) ** 2).mean()
+                loss = td
+                if s["reg"] > 0:
+                    a_adv = self._worst_action(q, x[mb], a[mb], q_sa.detach(), radius, s["reg_steps"], gen)
+                    reg_loss = ((q(x[mb], a_adv) - q_sa) ** 2).mean()
+                    loss = td + s["reg"] * reg_loss
+                    reg_sum += reg_loss.item()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for p_t, p in zip(target.parameters(), q.parameters()):
+                        p_t.lerp_(p, s["tau"])
+                td_sum += td.item()
+                pbar.update(1)
+            batches = math.ceil(n / bs)
+            self.log.append(dict(epoch=epoch, td_loss=td_sum / batches, reg_loss=reg_sum / batches))
+            pbar.set_postfix(td=f"{td_sum / batches:.4f}", reg=f"{reg_sum / batches:.4f}", refresh=False)
+        pbar.close()
+        self.q = q.requires_grad_(False)
+        self.reward_scale = scale
+        self.fitted = True
+        return self
+
+    @staticmethod
+    def _worst_action(q, x, a, q_sa, radius, steps, gen):
+        """Approximately argmax_{||a~ - a||_inf <= radius} (Q(x, a~) - Q(x, a))^2: random start, `steps` sign steps."""
+        a_adv = a + radius * (2 * torch.rand(a.shape, generator=gen) - 1)
+        for _ in range(steps):
+            a_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(((q(x, a_adv) - q_sa) ** 2).sum(), a_adv)
+            a_adv = a + (a_adv.detach() + 2.5 * radius / steps * grad.sign() - a).clamp(-radius, radius)
+        return a_adv.detach()
+
+    def __call__(self, x, gens=None):
+        if not self.fitted:
+            raise RuntimeError("rs: fit() or load() the Q function before attacking")
+        eps, steps = self.epsilon, self.settings["attack_steps"]
+        delta = torch.zeros_like(x)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.q(x, self.policy.actor(x + delta)).sum(), delta)
+            delta = (delta.detach() - (eps / steps) * grad.sign()).clamp(-eps, eps)
+        return x + delta
+
+    def save(self, path):
+        meta = dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy), reward_scale=getattr(self, "reward_scale", None))
+        save_attack(path, NAME, self.q.state_dict(), meta)
+
+    def load(self, path):
+        tensors, meta = load_attack(path, NAME, policy_hash(self.policy), self.epsilon)
+        try:
+            self.q.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: Q network does not match the settings ({str(e).splitlines()[0]})") from None
+        self.reward_scale = meta.get("reward_scale")
+        self.fitted = True
+        return self

@@ -1,0 +1,62 @@
+"""SA-RL, the "optimal attack": a PPO adversary learns the perturbation policy (Zhang et al. 2021, "Robust
+Reinforcement Learning on State Observations with Learned Optimal Adversary", ICLR; the attack behind ATLA).
+
+The victim pi is fixed, so the attacker faces an ordinary MDP: observe x = norm(s), act a in R^obs_dim, the victim
+acts mu(x_hat) on x_hat = x + eps * tanh(a), and the adversary is paid minus the victim's reward:
+    nu* = argmax_nu E[ sum_t gamma^t (-r(s_t, mu(x_t + eps * tanh(nu(x_t))))) ]
+PPO with the papers' settings (2048 steps per iteration, 10 epochs x 32 minibatches, gamma 0.99, GAE 0.95, clip
+0.2, Adam 3e-4 annealed), 1M steps by default. Squash: tanh (smooth, keeps PPO's Gaussian on the unsquashed a);
+at attack time the adversary plays its mean, so the attack is deterministic.
+"""
+import numpy as np
+import torch
+
+from attacks.checkpoint import policy_hash
+from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_mlp, save_attack, train_ppo
+
+NAME = "sa_rl"
+DEFAULT_STEPS = 1_000_000  # the paper's adversary budget
+
+
+class SARLAttack:
+    def __init__(self, policy, epsilon, **ppo):
+        """ppo: overrides of attacks.ppo_adversary.PPOConfig (num_envs, num_steps, learning_rate, ...)."""
+        self.policy, self.epsilon = policy, float(epsilon)
+        self.cfg = config_from(ppo)
+        self.obs_dim = policy.actor.layers[0].in_features
+        self.settings = dict(epsilon=self.epsilon, squash="tanh", **config_dict(self.cfg))
+        self.agent = GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+        self.fitted = False
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        with torch.random.fork_rng():  # fresh adversary from `seed`, without touching the caller's RNG
+            torch.manual_seed(seed)
+            self.agent = GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+        victim = numpy_mlp(self.policy.actor)
+        eps = self.epsilon
+
+        def victim_action(x, a):
+            return victim(x + eps * np.tanh(a))
+
+        self.log = train_ppo(self.agent, env_id, steps, seed, self.policy.obs_norm.normalize_np, victim_action, self.cfg, progress, desc=NAME)
+        self.fitted = True
+        return self
+
+    def __call__(self, x, gens=None):
+        if not self.fitted:
+            raise RuntimeError("sa_rl: fit() or load() the adversary before attacking")
+        with torch.no_grad():
+            return x + self.epsilon * torch.tanh(self.agent.actor(x))
+
+    def save(self, path):
+        save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
+
+    def load(self, path):
+        tensors, meta = load_attack(path, NAME, policy_hash(self.policy), self.epsilon)
+        try:
+            self.agent.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: adversary network does not match the settings ({str(e).splitlines()[0]})") from None
+        self.fitted = True
+        return self
+
