@@ -122,7 +122,7 @@ class Args:
     eps_ramp: float = 0.75
     """eps ramps linearly from 0 to --epsilon over this fraction of the iterations, then stays (paper: 732 of 976)"""
     kappa: Optional[float] = None
-    """weight of the robust loss L_bar (default per env, paper Table 8: 0.3 Hopper/Walker2d/HalfCheetah, 1.0 Ant, 0.3 otherwise)"""
+    """weight of the robust loss L_bar (default per env, paper Table 8: 0.3 Hopper/Walker2d/HalfCheetah, 1.0 Ant, 0.3 otherwise; unused with --no-guidance)"""
     guidance: bool = True
     """SPO guidance: PPO loss at the clean states + kappa * L_bar ("BARPO"); --no-guidance: L_bar alone ("BARPO w/o g")"""
     inner_steps: int = 10
@@ -306,17 +306,18 @@ def actor_vjp(actor, x):
     """The actor's mean head at x and a function mapping d(objective)/d(mean) to d(objective)/dx, backpropagated by
     hand through the MLP. The inner loop needs input gradients only: at minibatch size this is ~3x cheaper than an
     autograd graph per step, and no parameter gradient is ever touched (tests check it against torch.autograd.grad)."""
+    layers = [(layer.weight, layer.bias) for layer in actor.layers]  # plain tensors: no nn.Module call overhead
     hs = [x]
-    for layer in actor.layers[:-1]:
-        hs.append(actor.act(layer(hs[-1])))
+    for w, b in layers[:-1]:
+        hs.append(actor.act(nn.functional.linear(hs[-1], w, b)))
 
     def backward(g):
-        for layer, h in zip(actor.layers[:0:-1], hs[:0:-1]):
-            g = g @ layer.weight
+        for (w, _), h in zip(layers[:0:-1], hs[:0:-1]):
+            g = g @ w
             g = g * (1 - h * h) if actor.act is torch.tanh else g * (h > 0)
-        return g @ actor.layers[0].weight
+        return g @ layers[0][0]
 
-    return actor.layers[-1](hs[-1]), backward
+    return nn.functional.linear(hs[-1], *layers[-1]), backward
 
 
 def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, generator=None):
@@ -336,7 +337,7 @@ def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, gen
             if k == 0:
                 kl_start = 0.5 * ((mean - mean0) ** 2 * inv_var).sum(1).mean()
             ascent = backward((mean - mean0) * inv_var).sign()  # sign of d KL / d x_hat
-            delta = (delta + step * ascent + noise[k]).clamp(-eps, eps)
+            delta = delta.add_(ascent, alpha=step).add_(noise[k])
         kl_end = 0.5 * ((agent.actor(x + delta) - mean0) ** 2 * inv_var).sum(1).mean()
         return x + delta, kl_start, kl_end
 

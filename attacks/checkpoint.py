@@ -30,8 +30,13 @@ def default_epsilon(env_id):
 
 
 class _MLP(nn.Module):
-    def __init__(self, weights, biases, activation):
+    """batch_invariant: row i's output does not depend on the batch it is in. BLAS matmuls pick kernels by batch
+    size (last-bit differences that MuJoCo amplifies over 1,000 steps); a broadcast multiply-and-sum does not,
+    so N episodes run together return exactly what they return one at a time."""
+
+    def __init__(self, weights, biases, activation, batch_invariant=True):
         super().__init__()
+        self.batch_invariant = batch_invariant
         self.layers = nn.ModuleList()
         for w, b in zip(weights, biases):
             layer = nn.Linear(w.shape[1], w.shape[0])
@@ -40,17 +45,20 @@ class _MLP(nn.Module):
             self.layers.append(layer)
         self.act = torch.tanh if activation == "tanh" else torch.relu
 
+    def linear(self, layer, x):
+        return (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias if self.batch_invariant else layer(x)
+
     def forward(self, x):
         for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.layers[-1](x)
+            x = self.act(self.linear(layer, x))
+        return self.linear(self.layers[-1], x)
 
 
 class Policy(nn.Module):
     """A frozen victim: normalizer buffers, actor (mean head + log_std), critic. Same attribute names as the
     training scripts' Agent (obs_norm, actor, actor.log_std, critic), so the evaluation code accepts either."""
 
-    def __init__(self, tensors, meta):
+    def __init__(self, tensors, meta, batch_invariant=True):
         super().__init__()
         self.meta = meta
 
@@ -58,9 +66,9 @@ class Policy(nn.Module):
             n = len([k for k in tensors if k.startswith(prefix) and k.endswith(".weight")])
             return [tensors[f"{prefix}layers.{i}.weight"].float() for i in range(n)], [tensors[f"{prefix}layers.{i}.bias"].float() for i in range(n)]
 
-        self.actor = _MLP(*layers("actor/"), meta["activation"])
+        self.actor = _MLP(*layers("actor/"), meta["activation"], batch_invariant)
         self.actor.log_std = nn.Parameter(tensors["actor/log_std"].float().reshape(-1))
-        self.critic = _MLP(*layers("critic/"), meta["activation"]) if "critic/layers.0.weight" in tensors else None
+        self.critic = _MLP(*layers("critic/"), meta["activation"], batch_invariant) if "critic/layers.0.weight" in tensors else None
         self.obs_norm = _Normalizer(tensors["obs_norm/mean"], tensors["obs_norm/var"], tensors["obs_norm/count"], meta["obs_clip"], meta["norm_eps"])
         self.requires_grad_(False)
 
@@ -110,13 +118,14 @@ def read_checkpoint(path):
     return tensors, meta
 
 
-def load_checkpoint(path, env_id=None, obs_dim=None, act_dim=None):
-    """Rebuild the frozen Policy; env_id/obs_dim/act_dim, when given, must match the checkpoint."""
+def load_checkpoint(path, env_id=None, obs_dim=None, act_dim=None, batch_invariant=True):
+    """Rebuild the frozen Policy; env_id/obs_dim/act_dim, when given, must match the checkpoint.
+    batch_invariant=False computes exactly as the training scripts' nn.Linear does (bit-for-bit)."""
     tensors, meta = read_checkpoint(path)
     if env_id is not None and meta["env_id"].split("-")[0] != env_id.split("-")[0]:
         raise CheckpointError(f"{path}: checkpoint is for {meta['env_id']}, not {env_id}")
     try:
-        policy = Policy(tensors, meta)
+        policy = Policy(tensors, meta, batch_invariant)
     except KeyError as e:
         raise CheckpointError(f"{path}: missing tensor {e.args[0]}") from None
     shapes = (policy.actor.layers[0].in_features, policy.actor.layers[-1].out_features, policy.obs_norm.mean.numel())

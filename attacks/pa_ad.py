@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_weights, save_attack, train_ppo
+from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_normalizer, numpy_weights, save_attack, train_ppo
 
 NAME = "pa_ad"
 DEFAULT_STEPS = 1_000_000  # the papers' adversary budget
@@ -80,7 +80,7 @@ class PAADAttack:
                 h = np.tanh(h @ w + b) if act == "tanh" else np.maximum(h @ w + b, 0.0)
             return h @ weights[-1][0] + weights[-1][1]
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, self.policy.obs_norm.normalize_np, victim_action, self.cfg, progress, desc=NAME)
+        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action, self.cfg, progress, desc=NAME)
         self.fitted = True
         return self
 

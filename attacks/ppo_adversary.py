@@ -111,6 +111,17 @@ def numpy_mlp(mlp):
     return forward
 
 
+def numpy_normalizer(obs_norm):
+    """obs_norm.normalize_np with its constants computed once (the same arithmetic, so bit-identical results)."""
+    mean, std = obs_norm.mean.numpy().copy(), np.sqrt(obs_norm.var.numpy() + obs_norm.eps)
+    clip = obs_norm.clip
+
+    def normalize(x):
+        return np.clip((x - mean) / std, -clip, clip).astype(np.float32)
+
+    return normalize
+
+
 def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
     """GAE over [T, N]; ends[t]: the episode ended at step t (a truncated step's reward already holds gamma * V(final))."""
     advantages = np.zeros_like(rewards)
@@ -144,7 +155,7 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
     num_iterations = max(1, total_steps // batch_size)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)  # fused: 1/3 the cost here
 
     obs = np.zeros((T, N, obs_dim), dtype=np.float32)
     actions = np.zeros((T, N, k), dtype=np.float32)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import MLP, load_attack, numpy_mlp, save_attack
+from attacks.ppo_adversary import MLP, load_attack, numpy_mlp, numpy_normalizer, save_attack
 
 NAME = "rs"
 DEFAULT_STEPS = 200_000  # victim transitions per Q (SA-PPO's sarsa training collected ~10^5-10^6)
@@ -40,7 +40,7 @@ class QNet(nn.Module):
 def sarsa_targets(q, r, x2, a2, terminal, gamma):
     """TD(0) Sarsa targets r + gamma * Q(s', a') for the true successors (s', a'); no bootstrap after a termination."""
     with torch.no_grad():
-        return r + gamma * (1.0 - terminal) * q(x2, a2)
+        return r + gamma * (1.0 - terminal) * (1.0 - terminal) * q(x2, a2)
 
 
 def collect(policy, env_id, steps, seed, num_envs=8):
@@ -49,7 +49,7 @@ def collect(policy, env_id, steps, seed, num_envs=8):
     one) and a2 the victim's sampled action there, which is the next row's action whenever the episode goes on."""
     envs = [gym.make(env_id) for _ in range(num_envs)]
     low, high = envs[0].action_space.low, envs[0].action_space.high
-    normalize, mean = policy.obs_norm.normalize_np, numpy_mlp(policy.actor)
+    normalize, mean = numpy_normalizer(policy.obs_norm), numpy_mlp(policy.actor)
     std = np.exp(policy.actor.log_std.detach().float().numpy())
     rng = np.random.default_rng(seed)
     T = math.ceil(steps / num_envs)
@@ -75,8 +75,8 @@ def collect(policy, env_id, steps, seed, num_envs=8):
             a[ended] = mean(x[ended]) + std * rng.standard_normal((int(ended.sum()), k)).astype(np.float32)
     for env in envs:
         env.close()
-    # [T, N, ...] -> [T * N, ...] keeping each env's steps in order (row t * N + i), trimmed to `steps`
-    return {key: np.stack(v).reshape(T * num_envs, -1).squeeze(-1)[:steps] if key in ("r", "terminal") else np.stack(v).reshape(T * num_envs, -1)[:steps] for key, v in out.items()}
+    # [T, N, ...] -> [T * N, ...] (row t * N + i), trimmed to `steps`
+    return {key: np.stack(v).reshape(T * num_envs, *v[0].shape[1:])[:steps] for key, v in out.items()}
 
 
 class RobustSarsaAttack:

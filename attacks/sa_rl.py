@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_mlp, save_attack, train_ppo
+from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_normalizer, numpy_mlp, save_attack, train_ppo
 
 NAME = "sa_rl"
 DEFAULT_STEPS = 1_000_000  # the paper's adversary budget
@@ -38,7 +38,7 @@ class SARLAttack:
         def victim_action(x, a):
             return victim(x + eps * np.tanh(a))
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, self.policy.obs_norm.normalize_np, victim_action, self.cfg, progress, desc=NAME)
+        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action, self.cfg, progress, desc=NAME)
         self.fitted = True
         return self
 

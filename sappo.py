@@ -1,0 +1,619 @@
+# docs: README.md#sappopy
+"""SA-PPO: PPO with the state-adversarial KL regularizer (Zhang et al. 2020, "Robust Deep Reinforcement Learning against
+Adversarial Perturbations on State Observations", NeurIPS; the SGLD variant), a fork of ppo_continuous.py.
+
+Per minibatch of normalized observations x (the SA-PPO baseline of the BARPO paper, arXiv 2512.01228, Sec. 5.1, F.3):
+    inner  x_hat = argmax_{|x_hat - x|_inf <= eps_t} KL(pi(.|x) || pi(.|x_hat))        SGLD, 10 steps of eps_t/10, beta 1e-5
+    loss   PPO loss + kappa * mean KL(pi(.|x) || pi(.|x_hat)),   pi(.|x) detached, x_hat a constant
+eps_t ramps linearly from 0 to --epsilon over the first 75% of the iterations (F.3: 732 of 976).
+
+Reproduce the SA-PPO row of the BARPO paper (Table 2, HalfCheetah eps 0.15: natural 4780, worst-case attack 1443):
+    python sappo.py --env-id HalfCheetah-v4 --kappa 0.1
+    python eval_attacks.py --model runs/HalfCheetah-v4__sappo__1__*/sappo.safetensors
+"""
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+# Per-environment defaults. Learning rates, initial std and value clipping are the SA-PPO vanilla-PPO
+# configs (config_{hopper,walker,halfcheetah}_vanilla_ppo.json); eps (the attack budget, l_inf in
+# normalized-observation units) and budgets are the BARPO paper's (Sec. 5, App. F.3).
+ENV_DEFAULTS = {
+    "Hopper": dict(epsilon=0.075, total_timesteps=2_000_000, learning_rate=3e-4, value_learning_rate=2.5e-4, init_std=1.0, clip_vloss=False),
+    "Walker2d": dict(epsilon=0.05, total_timesteps=2_000_000, learning_rate=4e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True),
+    "HalfCheetah": dict(epsilon=0.15, total_timesteps=2_000_000, learning_rate=3e-4, value_learning_rate=1e-4, init_std=0.5, clip_vloss=True),
+    "Ant": dict(epsilon=0.15, total_timesteps=10_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True),
+    "Humanoid": dict(epsilon=0.075, total_timesteps=10_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True),
+}
+GENERIC_DEFAULTS = dict(epsilon=None, total_timesteps=1_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True)
+# Regularizer weight kappa per env (SA-PPO's SGLD configs: 1.0 Hopper, 0.1 otherwise).
+KAPPA_DEFAULTS = {"Hopper": 1.0, "Walker2d": 0.1, "HalfCheetah": 0.1, "Ant": 0.1}
+GENERIC_KAPPA = 0.1
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    torch_threads: int = 1
+    """torch intra-op threads (1: on small machines more threads stall; run one process per seed)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "robust-rl"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    save_model: bool = True
+    """whether to save the model (one .safetensors file) into the `runs/{run_name}` folder"""
+    save_every: int = 50
+    """also save every this many iterations, so a run that dies keeps its last model (0: only at the end)"""
+    eval_episodes: int = 10
+    """deterministic episodes with the frozen normalizer at the end of training (0: skip)"""
+    progress: Optional[bool] = None
+    """show a progress bar (default: only on an interactive terminal; plain log lines otherwise)"""
+
+    # Algorithm specific arguments
+    env_id: str = "HalfCheetah-v4"
+    """the id of the environment (gymnasium MuJoCo -v4 or -v5)"""
+    total_timesteps: Optional[int] = None
+    """total timesteps of the experiments (default per env: 2M Hopper/Walker2d/HalfCheetah, 10M Ant/Humanoid, 1M otherwise)"""
+    learning_rate: Optional[float] = None
+    """the actor's Adam learning rate (default per env, SA-PPO configs; 3e-4 otherwise)"""
+    value_learning_rate: Optional[float] = None
+    """the critic's Adam learning rate (default per env, SA-PPO configs; 3e-4 otherwise)"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: Optional[bool] = None
+    """Toggles whether or not to use a clipped loss for the value function (default per env, SA-PPO configs)"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.0
+    """the maximum norm for the gradient clipping of each network (0: off, as in SA-PPO)"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+    init_std: Optional[float] = None
+    """initial action std of the Gaussian policy (default per env: 0.5 HalfCheetah, 1.0 otherwise)"""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """hidden layer sizes of the actor and the critic"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """hidden activation of the actor and the critic"""
+    obs_clip: float = 10.0
+    """clip normalized observations to +-obs_clip"""
+    reward_clip: float = 10.0
+    """clip scaled rewards to +-reward_clip (training only; logged returns are raw)"""
+    epsilon: Optional[float] = None
+    """l_inf attack budget in normalized-observation units (default per env: 0.075 Hopper/Humanoid, 0.05 Walker2d, 0.15 HalfCheetah/Ant)"""
+    eps_ramp: float = 0.75
+    """eps ramps linearly from 0 to --epsilon over this fraction of the iterations, then stays (paper: 732 of 976)"""
+    kappa: Optional[float] = None
+    """weight of the KL regularizer (default per env: 1.0 Hopper, 0.1 Walker2d/HalfCheetah/Ant, 0.1 otherwise)"""
+    inner_steps: int = 10
+    """SGLD steps of the inner maximization"""
+    inner_step_size: float = 0.1
+    """SGLD step size as a fraction of the current eps (0.1: eps/10)"""
+    sgld_temperature: float = 1e-5
+    """SGLD temperature beta: each step adds sqrt(2 * step size) * beta * N(0, 1)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def fail(msg):
+    """Bad input ends with one line on stderr and exit status 2, never a traceback."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve_args(args):
+    try:
+        gym.spec(args.env_id)
+    except Exception:
+        fail(f"unknown env id {args.env_id!r} (gymnasium has no such environment)")
+    defaults = ENV_DEFAULTS.get(args.env_id.split("-")[0], GENERIC_DEFAULTS)
+    for k, v in defaults.items():
+        if hasattr(args, k) and getattr(args, k) is None:
+            setattr(args, k, v)
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "value_learning_rate", "init_std", "obs_clip", "reward_clip"):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
+        fail(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.save_every < 0 or args.eval_episodes < 0 or args.max_grad_norm < 0:
+        fail("--save-every, --eval-episodes and --max-grad-norm must be >= 0")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        fail(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
+    # robust training: the budget must be known (DESIGN.md section 2); kappa defaults per env
+    if args.epsilon is None:
+        fail(f"no default --epsilon for {args.env_id} (defaults exist for {', '.join(ENV_DEFAULTS)}): pass --epsilon")
+    if args.kappa is None:
+        args.kappa = KAPPA_DEFAULTS.get(args.env_id.split("-")[0], GENERIC_KAPPA)
+    if not 0 <= args.epsilon < math.inf or not 0 <= args.kappa < math.inf:
+        fail(f"--epsilon and --kappa must be finite and >= 0, got {args.epsilon}, {args.kappa}")
+    if args.inner_steps <= 0 or not args.inner_step_size > 0 or not args.sgld_temperature >= 0 or not 0 <= args.eps_ramp <= 1:
+        fail("--inner-steps and --inner-step-size must be positive, --sgld-temperature >= 0 and --eps-ramp in [0, 1]")
+    args.batch_size = int(args.num_envs * args.num_steps)
+    if args.batch_size % args.num_minibatches:
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch size {args.batch_size}")
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    return args
+
+
+def make_env(env_id, seed):
+    def thunk():
+        env = gym.make(env_id)
+        if not isinstance(env.action_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+            fail(f"{env_id} needs a Box action space and flat observations")
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class MLP(nn.Module):
+    """Linear layers in `layers` (the checkpoint names them layers.{i}); the last one has no activation."""
+
+    def __init__(self, sizes, activation, out_std):
+        super().__init__()
+        n = len(sizes) - 1
+        self.layers = nn.ModuleList([layer_init(nn.Linear(sizes[i], sizes[i + 1]), out_std if i == n - 1 else np.sqrt(2)) for i in range(n)])
+        self.act = torch.tanh if activation == "tanh" else torch.relu
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+
+class Actor(MLP):
+    """Gaussian policy: MLP mean head and a state-independent log-std."""
+
+    def __init__(self, sizes, activation, init_std):
+        super().__init__(sizes, activation, out_std=0.01)
+        self.log_std = nn.Parameter(torch.full((sizes[-1],), math.log(init_std)))
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean/var of raw observations (buffers, saved with the agent); frozen unless update() is called."""
+
+    def __init__(self, obs_dim, clip=10.0, eps=1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def update(self, x):
+        """Parallel-variance update with a numpy batch [B, obs_dim] (Chan et al., as gymnasium's RunningMeanStd);
+        sums instead of np.mean/np.var, whose Python overhead dominates at one observation per step."""
+        mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
+        n = x.shape[0]
+        b_mean = x.sum(0) / n
+        b_var = np.square(x - b_mean).sum(0) / n
+        delta, tot = b_mean - mean, count + n
+        var *= count / tot
+        var += b_var * (n / tot) + np.square(delta) * (count * n / tot / tot)
+        mean += delta * (n / tot)
+        count[...] = tot
+
+    def normalize_np(self, x):
+        return np.clip((x - self.mean.numpy()) / np.sqrt(self.var.numpy() + self.eps), -self.clip, self.clip).astype(np.float32)
+
+    def forward(self, x):
+        return torch.clamp((x - self.mean) / torch.sqrt(self.var + self.eps), -self.clip, self.clip).float()
+
+
+class Agent(nn.Module):
+    """Actor and critic act on *normalized* observations x = obs_norm(obs); attacks perturb x."""
+
+    def __init__(self, obs_dim, act_dim, args):
+        super().__init__()
+        self.obs_norm = ObsNormalizer(obs_dim, args.obs_clip)
+        self.critic = MLP((obs_dim, *args.hidden_sizes, 1), args.activation, out_std=1.0)
+        self.actor = Actor((obs_dim, *args.hidden_sizes, act_dim), args.activation, args.init_std)
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        action_mean = self.actor(x)
+        if action is None:
+            action = action_mean + self.actor.log_std.exp() * torch.randn_like(action_mean)
+        # Normal log-prob and entropy written out: torch.distributions costs more than the math here
+        logprob = -0.5 * (((action - action_mean) * torch.exp(-self.actor.log_std)) ** 2).sum(1) - (self.actor.log_std.sum() + 0.5 * math.log(2 * math.pi) * action_mean.shape[1])
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.actor.log_std).sum().expand(action_mean.shape[0])
+        return action, logprob, entropy, self.critic(x)
+
+    def numpy_actor(self):
+        """A numpy copy of the mean head for the rollout: one small MLP per env step is ~10x cheaper in numpy."""
+        weights = [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in self.actor.layers]
+        act = np.tanh if self.actor.act is torch.tanh else (lambda h: np.maximum(h, 0.0))
+
+        def mean(x):
+            for w, b in weights[:-1]:
+                x = act(x @ w + b)
+            return x @ weights[-1][0] + weights[-1][1]
+
+        return mean
+
+
+def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
+    """GAE over [T, N] arrays. ends[t] = the episode ended at step t (terminated or truncated; truncated steps
+    already carry gamma * V(final obs) in their reward). next_value = V of the observation after step T-1."""
+    advantages = np.zeros_like(rewards)
+    lastgaelam = 0.0
+    for t in reversed(range(rewards.shape[0])):
+        nextvalues = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        nextnonterminal = 1.0 - ends[t]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages
+
+
+def actor_vjp(actor, x):
+    """The actor's mean head at x and a function mapping d(objective)/d(mean) to d(objective)/dx, backpropagated by
+    hand through the MLP. The inner loop needs input gradients only: at minibatch size this is ~3x cheaper than an
+    autograd graph per step, and no parameter gradient is ever touched (tests check it against torch.autograd.grad)."""
+    layers = [(layer.weight, layer.bias) for layer in actor.layers]  # plain tensors: no nn.Module call overhead
+    hs = [x]
+    for w, b in layers[:-1]:
+        hs.append(actor.act(nn.functional.linear(hs[-1], w, b)))
+
+    def backward(g):
+        for (w, _), h in zip(layers[:0:-1], hs[:0:-1]):
+            g = g @ w
+            g = g * (1 - h * h) if actor.act is torch.tanh else g * (h > 0)
+        return g @ layers[0][0]
+
+    return nn.functional.linear(hs[-1], *layers[-1]), backward
+
+
+def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, generator=None):
+    """x_hat = argmax_{|x_hat - x|_inf <= eps} KL(pi(.|x) || pi(.|x_hat)), batched over the rows of x, by SGLD: uniform
+    random start in the ball, then `steps` sign-gradient ascent steps of step_size * eps plus Langevin noise
+    sqrt(2 * step) * temperature * N(0, 1), each projected onto the ball (no re-clip to +-obs_clip). Both Gaussians share
+    the state-independent std, so KL = sum((mean(x) - mean(x_hat))^2 / (2 std^2)).
+    Returns x_hat (a constant: no autograd graph) and the batch-mean KL at the random start and at x_hat."""
+    step = step_size * eps
+    with torch.no_grad():
+        mean0 = agent.actor(x)
+        inv_var = torch.exp(-2 * agent.actor.log_std)
+        delta = (2 * torch.rand(x.shape, generator=generator) - 1) * eps
+        noise = math.sqrt(2 * step) * temperature * torch.randn((steps, *x.shape), generator=generator)
+        for k in range(steps):
+            mean, backward = actor_vjp(agent.actor, x + delta)
+            if k == 0:
+                kl_start = 0.5 * ((mean - mean0) ** 2 * inv_var).sum(1).mean()
+            ascent = backward((mean - mean0) * inv_var).sign()  # sign of d KL / d x_hat
+            delta = delta.add_(ascent, alpha=step).add_(noise[k]).clamp_(-eps, eps)
+        kl_end = 0.5 * ((agent.actor(x + delta) - mean0) ** 2 * inv_var).sum(1).mean()
+        return x + delta, kl_start, kl_end
+
+
+def kl_regularizer(agent, x, x_hat):
+    """SA-PPO's regularizer: the batch mean of KL(pi(.|x) || pi(.|x_hat)) with the clean distribution pi(.|x) detached;
+    gradients reach the actor (mean head and log-std) through pi(.|x_hat) only. x_hat is a constant."""
+    with torch.no_grad():
+        mean0, log_std0 = agent.actor(x), agent.actor.log_std.clone()
+    mean, log_std = agent.actor(x_hat), agent.actor.log_std
+    kl = log_std - log_std0 + (torch.exp(2 * log_std0) + (mean0 - mean) ** 2) / (2 * torch.exp(2 * log_std)) - 0.5
+    return kl.sum(1).mean()
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def save_checkpoint(path, agent, args, global_step, epsilon=None):
+    """One .safetensors file (DESIGN.md section 3), written to a temp file and renamed: a crash never leaves half a model."""
+    from safetensors.torch import save_file
+
+    tensors = {k.replace(".", "/", 1): v.detach().contiguous().clone() for k, v in agent.state_dict().items()}
+    meta = dict(
+        format=1, script=os.path.basename(__file__), env_id=args.env_id, obs_dim=agent.actor.layers[0].in_features,
+        act_dim=agent.actor.layers[-1].out_features, hidden_sizes=list(args.hidden_sizes), activation=args.activation,
+        obs_clip=args.obs_clip, norm_eps=agent.obs_norm.eps, epsilon=epsilon, global_step=int(global_step),
+        args=asdict(args), git_commit=git_commit(),
+    )
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file(tensors, tmp, metadata={"robust_rl": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    args = resolve_args(tyro.cli(Args))
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            monitor_gym=False,
+            save_code=True,
+        )
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    rng = np.random.default_rng(args.seed)
+
+    # env setup: a plain list of envs stepped in a loop (gymnasium's vector-env machinery costs more than a
+    # MuJoCo step at num_envs=1); we reset finished episodes ourselves and keep their final observations
+    envs = [make_env(args.env_id, args.seed + i)() for i in range(args.num_envs)]
+    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    act_low, act_high = envs[0].action_space.low, envs[0].action_space.high
+
+    agent = Agent(obs_dim, act_dim, args)
+    optimizer = torch.optim.Adam(
+        [{"params": agent.actor.parameters(), "lr": args.learning_rate}, {"params": agent.critic.parameters(), "lr": args.value_learning_rate}],
+        eps=1e-5,
+        fused=True,  # one kernel per tensor: a third of the default Adam's cost at these sizes
+    )
+    base_lrs = [args.learning_rate, args.value_learning_rate]
+
+    # ALGO Logic: Storage setup (normalized observations, as the actor saw them)
+    obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    actions = np.zeros((args.num_steps, args.num_envs, act_dim), dtype=np.float32)
+    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    ends = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs_raw = np.stack([env.reset(seed=args.seed + i)[0] for i, env in enumerate(envs)])
+    ret_acc = np.zeros(args.num_envs)  # discounted return, for reward scaling
+    ret_mean, ret_var, ret_count = 0.0, 1.0, 1e-4
+    ep_return, ep_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
+    recent_returns = []
+    ckpt_path = f"runs/{run_name}/{args.exp_name}.safetensors"
+
+    from tqdm import tqdm
+
+    show_bar = sys.stderr.isatty() if args.progress is None else args.progress
+    pbar = tqdm(total=args.num_iterations * args.batch_size, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
+    for iteration in range(1, args.num_iterations + 1):
+        # Annealing the rate if instructed to do so.
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = frac * lr
+        # ALGO LOGIC: eps schedule, linear from 0 to --epsilon over the first eps_ramp of the iterations, then constant
+        eps_t = args.epsilon * min(1.0, iteration / max(1.0, args.eps_ramp * args.num_iterations))
+
+        actor_mean = agent.numpy_actor()
+        std = np.exp(agent.actor.log_std.detach().numpy())
+        noise = rng.standard_normal((args.num_steps, args.num_envs, act_dim)).astype(np.float32)
+        final_obs, final_idx = [], []  # truncated episodes: bootstrap from V(final observation)
+        for step in range(0, args.num_steps):
+            global_step += args.num_envs
+            agent.obs_norm.update(next_obs_raw)
+            x = agent.obs_norm.normalize_np(next_obs_raw)
+            obs[step] = x
+
+            # ALGO LOGIC: action logic
+            action = actor_mean(x) + std * noise[step]
+            actions[step] = action
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            clipped = np.clip(action, act_low, act_high)
+            for i, env in enumerate(envs):
+                o, r, terminated, truncated, _ = env.step(clipped[i])
+                ep_return[i] += r
+                ep_length[i] += 1
+                ret_acc[i] = ret_acc[i] * args.gamma + r
+                rewards[step, i] = r
+                ends[step, i] = terminated or truncated
+                if terminated or truncated:
+                    if truncated and not terminated:
+                        final_obs.append(agent.obs_norm.normalize_np(o))
+                        final_idx.append((step, i))
+                    recent_returns.append(ep_return[i])
+                    writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
+                    writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
+                    ep_return[i], ep_length[i] = 0.0, 0
+                    o, _ = env.reset()
+                next_obs_raw[i] = o
+            # reward scaling: divide by the running std of the discounted return (SA-PPO's RewardFilter)
+            b_n = args.num_envs
+            b_mean = float(ret_acc.sum()) / b_n
+            b_var = float(np.square(ret_acc - b_mean).sum()) / b_n
+            delta, tot = b_mean - ret_mean, ret_count + b_n
+            ret_var = (ret_var * ret_count + b_var * b_n + delta**2 * ret_count * b_n / tot) / tot
+            ret_mean, ret_count = ret_mean + delta * b_n / tot, tot
+            rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var + 1e-8), -args.reward_clip, args.reward_clip)
+            ret_acc[ends[step] > 0] = 0.0
+
+        # values and log-probs for the whole rollout in one batched pass
+        with torch.no_grad():
+            t_obs = torch.from_numpy(obs.reshape(-1, obs_dim))
+            t_actions = torch.from_numpy(actions.reshape(-1, act_dim))
+            _, t_logprobs, _, t_values = agent.get_action_and_value(t_obs, t_actions)
+            values = t_values.numpy().reshape(args.num_steps, args.num_envs)
+            next_value = agent.get_value(torch.from_numpy(agent.obs_norm.normalize_np(next_obs_raw))).numpy().reshape(-1)
+            if final_obs:
+                final_values = agent.get_value(torch.from_numpy(np.stack(final_obs))).numpy().reshape(-1)
+                for (s, i), v in zip(final_idx, final_values):
+                    rewards[s, i] += args.gamma * v
+
+        # bootstrap value if not done
+        advantages = compute_gae(rewards, values, ends, next_value, args.gamma, args.gae_lambda)
+        returns = advantages + values
+
+        # flatten the batch
+        b_obs = t_obs
+        b_logprobs = t_logprobs
+        b_actions = t_actions
+        b_advantages = torch.from_numpy(advantages.reshape(-1))
+        b_returns = torch.from_numpy(returns.reshape(-1))
+        b_values = torch.from_numpy(values.reshape(-1))
+
+        # Optimizing the policy and value network
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(args.batch_size)
+            # shuffle once per epoch, then take contiguous slices: one gather per tensor instead of one per minibatch
+            e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values = (
+                t[b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
+            )
+            for start in range(0, args.batch_size, args.minibatch_size):
+                mb_inds = slice(start, start + args.minibatch_size)
+
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb_inds], e_actions[mb_inds])
+                logratio = newlogprob - e_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+
+                mb_advantages = e_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - e_returns[mb_inds]) ** 2
+                    v_clipped = e_values[mb_inds] + torch.clamp(newvalue - e_values[mb_inds], -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - e_returns[mb_inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - e_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                # ALGO LOGIC: SA-PPO. SGLD finds x_hat maximizing KL(pi(.|x) || pi(.|x_hat)) over the eps_t ball; the
+                # policy then minimizes that KL (clean distribution detached, x_hat a constant)
+                x_hat, kl_start, kl_end = sgld_kl_attack(agent, e_obs[mb_inds], eps_t, args.inner_steps, args.inner_step_size, args.sgld_temperature)
+                robust_loss = kl_regularizer(agent, e_obs[mb_inds], x_hat)
+                loss = loss + args.kappa * robust_loss
+
+                optimizer.zero_grad()
+                loss.backward()
+                if args.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(agent.actor.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(agent.critic.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.numpy(), b_returns.numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("robust/eps", eps_t, global_step)
+        writer.add_scalar("robust/kappa", args.kappa, global_step)
+        writer.add_scalar("robust/kl_start", kl_start.item(), global_step)
+        writer.add_scalar("robust/kl_end", kl_end.item(), global_step)
+        writer.add_scalar("robust/loss", robust_loss.item(), global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        recent = float(np.mean(recent_returns[-10:])) if recent_returns else float("nan")
+        pbar.update(args.batch_size)
+        pbar.set_postfix(ret=f"{recent:.0f}", sps=sps, refresh=False)
+        if not show_bar and (iteration == 1 or iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
+            eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
+            print(f"iter {iteration}/{args.num_iterations} step {global_step} return(last10) {recent:.1f} SPS {sps} ETA {eta/60:.1f} min", flush=True)
+        if args.save_model and args.save_every and iteration % args.save_every == 0:
+            save_checkpoint(ckpt_path, agent, args, global_step, epsilon=args.epsilon)
+    pbar.close()
+
+    if args.save_model:
+        save_checkpoint(ckpt_path, agent, args, global_step, epsilon=args.epsilon)
+        print(f"model saved to {ckpt_path}")
+    if args.eval_episodes > 0:
+        from eval_attacks import evaluate
+
+        episodic_returns = evaluate(agent, args.env_id, episodes=args.eval_episodes, seed=args.seed + 10_000)
+        for idx, episodic_return in enumerate(episodic_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+        writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
+        print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
+
+    for env in envs:
+        env.close()
+    writer.close()

@@ -1,0 +1,137 @@
+"""The fast attacks and eval_attacks.py: eps-ball bounds on every step, attack strength, batched == one by one."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import one_line_error, run
+
+import ppo_continuous as P
+from attacks.checkpoint import load_checkpoint, policy_hash
+from attacks.critic import CriticAttack
+from attacks.mad import MADAttack, gaussian_kl
+from attacks.random import RandomAttack
+from eval_attacks import evaluate
+
+FAST = {"random": RandomAttack, "critic": CriticAttack, "mad": MADAttack}
+
+
+@pytest.fixture(scope="module")
+def victim(tmp_path_factory):
+    """A random (untrained) Hopper-v4 victim with a non-trivial normalizer, saved and loaded as any checkpoint."""
+    torch.manual_seed(0)
+    args = P.resolve_args(P.Args(env_id="Hopper-v4"))
+    agent = P.Agent(11, 3, args)
+    agent.obs_norm.update(np.random.default_rng(0).normal(0.0, 0.5, size=(1000, 11)))
+    with torch.no_grad():
+        for layer in agent.actor.layers:
+            layer.weight.mul_(1.0 / layer.weight.std().item() / 8)  # a non-degenerate mean head
+    path = str(tmp_path_factory.mktemp("victim") / "victim.safetensors")
+    P.save_checkpoint(path, agent, args, global_step=0)
+    return path, load_checkpoint(path)[0]
+
+
+class Recorder:
+    """Wraps an attack and records the largest |x_hat - x| it ever produced."""
+
+    def __init__(self, attack):
+        self.attack, self.max_dist, self.calls = attack, 0.0, 0
+
+    def __call__(self, x, gens):
+        x_hat = self.attack(x, gens)
+        self.max_dist = max(self.max_dist, (x_hat - x).abs().max().item())
+        self.calls += 1
+        return x_hat
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_every_perturbation_inside_eps_ball(victim, name):
+    _, policy = victim
+    eps = 0.075
+    rec = Recorder(FAST[name](policy, eps))
+    evaluate(policy, "Hopper-v4", episodes=3, seed=0, attack=rec)
+    assert rec.calls > 10
+    assert rec.max_dist <= eps + 1e-6
+    assert rec.max_dist > 0.5 * eps  # the attack actually uses its budget
+
+
+def test_mad_beats_random_on_kl_and_critic_lowers_value(victim):
+    _, policy = victim
+    x = torch.from_numpy(policy.obs_norm.normalize_np(np.random.default_rng(3).normal(0, 0.5, size=(256, 11))))
+    gens = [torch.Generator().manual_seed(i) for i in range(256)]
+    eps = 0.075
+    with torch.no_grad():
+        mu = policy.actor(x)
+        kl_mad = gaussian_kl(mu, policy.actor(MADAttack(policy, eps)(x, gens)), policy.actor.log_std).mean()
+        kl_rand = gaussian_kl(mu, policy.actor(RandomAttack(policy, eps)(x, gens)), policy.actor.log_std).mean()
+        v_clean = policy.critic(x).mean()
+        v_critic = policy.critic(CriticAttack(policy, eps)(x, gens)).mean()
+        v_rand = policy.critic(RandomAttack(policy, eps)(x, gens)).mean()
+    assert kl_mad > 2 * kl_rand > 0
+    assert v_critic < v_clean and v_critic < v_rand
+
+
+@pytest.mark.parametrize("name", ["random", "mad", "critic"])
+def test_batched_equals_one_by_one(victim, name):
+    _, policy = victim
+    attack = FAST[name](policy, 0.075)
+    batched = evaluate(policy, "Hopper-v4", episodes=5, seed=7, num_envs=5, attack=attack)
+    sequential = evaluate(policy, "Hopper-v4", episodes=5, seed=7, num_envs=1, attack=attack)
+    np.testing.assert_array_equal(batched, sequential)  # bit-for-bit: the loaded policy is batch-invariant
+    assert len(set(np.round(batched, 6))) > 1  # the episodes differ (seeds are used)
+
+
+def test_eps_zero_is_natural_and_victim_untouched(victim):
+    _, policy = victim
+    before = policy_hash(policy)
+    natural = evaluate(policy, "Hopper-v4", episodes=3, seed=1)
+    for cls in FAST.values():
+        np.testing.assert_array_equal(evaluate(policy, "Hopper-v4", episodes=3, seed=1, attack=cls(policy, 0.0)), natural)
+        evaluate(policy, "Hopper-v4", episodes=2, seed=1, attack=cls(policy, 0.1))
+    assert policy_hash(policy) == before
+
+
+def test_cli_table_json_and_sweep(victim, tmp_path):
+    path, _ = victim
+    out = tmp_path / "out.json"
+    proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "critic", "mad", "--episodes", 3, "--json", out, "--markdown", tmp_path / "t.md")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["schema"] == "robust-rl/eval/1" and res["git_commit"] is not None
+    (r,) = res["results"]
+    assert r["epsilon"] == 0.075 and set(r["attacks"]) == {"random", "critic", "mad"}
+    worst = min(a["mean"] for a in r["attacks"].values())
+    assert r["worst"]["mean"] == worst
+    assert r["robustness"] == pytest.approx((worst - r["natural"]["mean"]) / abs(r["natural"]["mean"]))
+    assert "| victim.safetensors | Hopper-v4 | 0.075 |" in proc.stdout
+    assert (tmp_path / "t.md").read_text().startswith("| model |")
+    png = tmp_path / "curve.png"
+    proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 2, "--epsilons", 0, 0.1, "--json", out, "--plot", png)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads(out.read_text())["sweep"][path]
+    assert [p["epsilon"] for p in sweep] == [0, 0.1]
+    assert sweep[0]["attacks"]["random"]["mean"] == sweep[0]["natural"]["mean"]  # eps 0: no perturbation
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epsilon", "-0.1"], "budget must be >= 0"),
+        (["--attacks", "nope"], "unknown attack 'nope'"),
+        (["--episodes", "0"], "must be positive"),
+    ],
+)
+def test_cli_bad_input(victim, args, message):
+    path, _ = victim
+    assert message in one_line_error(run("eval_attacks.py", "--model", path, *args))
+
+
+def test_cli_unknown_env_needs_epsilon(tmp_path):
+    args = P.resolve_args(P.Args(env_id="InvertedPendulum-v4"))
+    path = str(tmp_path / "ip.safetensors")
+    P.save_checkpoint(path, P.Agent(4, 1, args), args, global_step=0)
+    assert "pass --epsilon" in one_line_error(run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 1))
+    proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 1, "--epsilon", 0.1)
+    assert proc.returncode == 0, proc.stderr[-2000:]

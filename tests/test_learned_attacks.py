@@ -1,0 +1,280 @@
+"""Learned attacks (attacks/rs.py, sa_rl.py, pa_ad.py, ppo_adversary.py): eps ball on every step of a real rollout,
+the victim untouched, PA-AD's actor follows the director, robust Sarsa's targets and attack, save/load and caching."""
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks import pa_ad, ppo_adversary, rs
+from attacks.checkpoint import Policy, policy_hash
+from attacks.pa_ad import PAADAttack
+from attacks.rs import RobustSarsaAttack
+from attacks.sa_rl import SARLAttack
+from eval_attacks import evaluate
+
+torch.set_num_threads(1)
+ENV, OBS, ACT, EPS = "Hopper-v4", 11, 3, 0.075
+TOL = 1e-6  # float32 rounding of x + delta (|x| <= 10) and of eps itself
+TINY = {  # a couple of PPO iterations / a few TD epochs: seconds, enough to exercise every code path
+    "sa_rl": (SARLAttack, dict(num_steps=256, num_minibatches=4), 512),
+    "pa_ad": (PAADAttack, dict(num_envs=2, num_steps=128, num_minibatches=4), 512),
+    "rs": (RobustSarsaAttack, dict(reg=0.1, epochs=3), 2000),
+}
+
+
+def make_policy(seed=0, activation="tanh", obs_dim=OBS, act_dim=ACT):
+    """A random (untrained) victim in the checkpoint layout, loaded by the same class as real checkpoints."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for prefix, out in (("actor/", act_dim), ("critic/", 1)):
+        sizes = (obs_dim, 64, 64, out)
+        for i in range(3):
+            w = torch.empty(sizes[i + 1], sizes[i])
+            nn.init.orthogonal_(w, 1.0 if i == 2 else np.sqrt(2), generator=g)
+            tensors[f"{prefix}layers.{i}.weight"] = w
+            tensors[f"{prefix}layers.{i}.bias"] = 0.1 * torch.randn(sizes[i + 1], generator=g)
+    tensors["actor/log_std"] = torch.full((act_dim,), -0.5)
+    tensors["obs_norm/mean"] = 0.1 * torch.randn(obs_dim, generator=g).double()
+    tensors["obs_norm/var"] = (1.0 + torch.rand(obs_dim, generator=g)).double()
+    tensors["obs_norm/count"] = torch.tensor(100.0, dtype=torch.float64)
+    meta = dict(format=1, script="test", env_id=ENV, obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=[64, 64], activation=activation,
+                obs_clip=10.0, norm_eps=1e-8, epsilon=None, global_step=0, args={}, git_commit=None)
+    return Policy(tensors, meta)
+
+
+@pytest.fixture(scope="module")
+def victim():
+    return make_policy()
+
+
+@pytest.fixture(scope="module")
+def fitted(victim):
+    """Each learned attack after a tiny fit; the victim's hash is checked unchanged by every fit."""
+    out = {}
+    for name, (cls, settings, steps) in TINY.items():
+        before = policy_hash(victim)
+        out[name] = cls(victim, EPS, **settings).fit(ENV, steps, seed=1)
+        assert policy_hash(victim) == before, f"{name}.fit changed the victim"
+    return out
+
+
+def obs_batch(n=64, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, OBS)).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_eps_ball_on_every_step_and_victim_untouched(victim, fitted, name):
+    attack, before, calls = fitted[name], policy_hash(victim), []
+
+    def recording(x, gens):
+        x0 = x.clone()
+        x_hat = attack(x, gens)
+        assert torch.equal(x, x0), "the attack modified its input"
+        assert x_hat.shape == x.shape and x_hat.dtype == torch.float32
+        calls.append(float((x_hat - x).abs().max()))
+        return x_hat
+
+    returns = evaluate(victim, ENV, episodes=2, seed=0, num_envs=2, attack=recording)
+    assert len(returns) == 2 and len(calls) >= 5
+    assert max(calls) <= EPS + TOL, max(calls)
+    assert max(calls) > 0  # it perturbs
+    if name != "sa_rl":  # sign-gradient attacks move every coordinate by a multiple of eps/10
+        assert min(calls) >= 0.1 * EPS - TOL
+    assert policy_hash(victim) == before
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_batched_equals_one_by_one(fitted, name):
+    x = obs_batch(16, seed=3)
+    batched = fitted[name](x, None)
+    single = torch.cat([fitted[name](x[i:i + 1], None) for i in range(16)])
+    torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
+
+
+def test_attack_before_fit_is_an_error(victim):
+    for cls, settings, _ in TINY.values():
+        with pytest.raises(RuntimeError, match="fit"):
+            cls(victim, EPS, **settings)(obs_batch(2), None)
+
+
+# ---- PA-AD: the actor realizes the director's direction ----
+
+
+class Fixed(nn.Module):
+    """A director that plays given raw actions (one row per observation)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw = raw
+
+    def forward(self, x):
+        return self.raw[: x.shape[0]]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_pa_ad_moves_the_action_toward_the_direction(activation):
+    victim = make_policy(seed=5, activation=activation)
+    before = policy_hash(victim)
+    x = obs_batch(128, seed=1)
+    g = torch.Generator().manual_seed(2)
+    raw = torch.randn(128, ACT, generator=g)
+    d = pa_ad.directions(raw)
+    assert torch.allclose(d.norm(dim=1), torch.ones(128))
+
+    # the full attack with a director that plays `raw`
+    attack = PAADAttack(victim, EPS)
+    attack.agent.actor = Fixed(raw)
+    attack.fitted = True
+    x_hat = attack(x, None)
+    assert (x_hat - x).abs().max() <= EPS + TOL
+    with torch.no_grad():
+        mu = victim.actor(x)
+        along = ((victim.actor(x_hat) - mu) * d).sum(1)
+        noise = EPS * (2 * torch.rand(x.shape, generator=g) - 1)
+        along_random = ((victim.actor(x + noise) - mu) * d).sum(1)
+    assert (along > 0).float().mean() >= 0.98, along
+    assert (along > along_random).float().mean() >= 0.95
+    assert along.mean() > 3 * along_random.abs().mean()
+    # an opposite direction moves the action the other way
+    attack.agent.actor = Fixed(-raw)
+    with torch.no_grad():
+        assert (((victim.actor(attack(x, None)) - mu) * d).sum(1) < 0).float().mean() >= 0.98
+    assert policy_hash(victim) == before
+
+    # the numpy PGD used in training is the same computation
+    weights, act = ppo_adversary.numpy_weights(victim.actor)
+    delta_np = pa_ad.numpy_pgd_along(weights, act, x.numpy(), d.numpy(), EPS)
+    delta_t = pa_ad.pgd_along(victim.actor, x, d, EPS)
+    same = np.all(np.abs(delta_np - delta_t.numpy()) <= 1e-6, axis=1)
+    assert same.mean() >= 0.97, same.mean()
+
+
+# ---- robust Sarsa ----
+
+
+def test_sarsa_targets_by_hand():
+    def q(x, a):  # a known Q: 2 * sum(x) + sum(a)
+        return 2 * x.sum(1) + a.sum(1)
+
+    r = torch.tensor([1.0, 2.0, 3.0])
+    x2 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [7.0, 7.0]])
+    a2 = torch.tensor([[1.0], [-1.0], [9.0]])
+    terminal = torch.tensor([0.0, 0.0, 1.0])  # row 1 may be a time-limit truncation: it still bootstraps
+    y = rs.sarsa_targets(q, r, x2, a2, terminal, gamma=0.9)
+    torch.testing.assert_close(y, torch.tensor([1.0 + 0.9 * 3.0, 2.0 + 0.9 * 1.0, 3.0]))
+
+
+def test_sarsa_data_uses_the_true_successor(victim, monkeypatch):
+    make = gym.make
+    monkeypatch.setattr(gym, "make", lambda env_id, **kw: make(env_id, max_episode_steps=7, **kw))  # force truncations
+    N, seed = 2, 3
+    data = rs.collect(victim, ENV, 200, seed, num_envs=N)
+    x, a, x2, a2, term = data["x"], data["a"], data["x2"], data["a2"], data["terminal"]
+    assert x.shape == (200, OBS) and a.shape == (200, ACT) and data["r"].shape == (200,)
+    # where the episode goes on, the successor (and its action) is the next row of the same env
+    goes_on = np.all(x2[:-N] == x[N:], axis=1)
+    assert np.all(a2[:-N][goes_on] == a[N:][goes_on])
+    ended = ~goes_on
+    assert np.all(term[:-N][goes_on] == 0)
+    assert np.all(ended[term[:-N] == 1])  # a termination ends the episode
+    assert (ended & (term[:-N] == 0)).sum() > 0  # time-limit truncations happened, and are not terminal
+    # replay env 0 from its seed with the recorded actions: x2 is the true next observation, final ones included
+    env = make(ENV, max_episode_steps=7)
+    normalize = victim.obs_norm.normalize_np
+    o = env.reset(seed=seed)[0]
+    low, high = env.action_space.low, env.action_space.high
+    for row in range(0, 60, N):
+        np.testing.assert_array_equal(x[row], normalize(o[None])[0])
+        o, r, terminated, truncated, _ = env.step(np.clip(a[row], low, high))
+        np.testing.assert_array_equal(x2[row], normalize(o[None])[0])
+        assert data["r"][row] == np.float32(r) and term[row] == float(terminated)
+        if terminated or truncated:
+            o = env.reset()[0]
+    env.close()
+
+
+def test_rs_attack_lowers_q(victim, fitted):
+    attack = fitted["rs"]
+    x = torch.from_numpy(rs.collect(victim, ENV, 256, seed=7, num_envs=2)["x"])
+    with torch.no_grad():
+        q_clean = attack.q(x, victim.actor(x))
+        x_hat = attack(x, None)
+        q_attacked = attack.q(x, victim.actor(x_hat))
+    assert (x_hat - x).abs().max() <= EPS + TOL
+    assert (q_attacked < q_clean).float().mean() >= 0.95
+    assert q_attacked.mean() < q_clean.mean()
+
+
+def test_rs_grid_builds(victim):
+    for settings in rs.RS_GRID:
+        assert RobustSarsaAttack(victim, EPS, **settings).settings["reg"] == settings["reg"]
+    assert len({s["reg"] for s in rs.RS_GRID}) == len(rs.RS_GRID) >= 2
+
+
+# ---- save / load / cache ----
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_save_load_round_trip_bit_for_bit(victim, fitted, name, tmp_path):
+    cls, settings, _ = TINY[name]
+    path = str(tmp_path / f"{name}.safetensors")
+    fitted[name].save(path)
+    loaded = cls(victim, EPS, **settings).load(path)
+    x = obs_batch(32, seed=4)
+    assert torch.equal(fitted[name](x, None), loaded(x, None))
+    # not for another victim, another eps, or another attack
+    with pytest.raises(ValueError, match="another victim"):
+        cls(make_policy(seed=9), EPS, **settings).load(path)
+    with pytest.raises(ValueError, match="eps"):
+        cls(victim, 2 * EPS, **settings).load(path)
+    other = "rs" if name != "rs" else "sa_rl"
+    with pytest.raises(ValueError, match="not"):
+        TINY[other][0](victim, EPS, **TINY[other][1]).load(path)
+
+
+def test_cache_path():
+    h = "ab" * 32
+    p = ppo_adversary.cache_path("zoo/v.safetensors", h, "rs", dict(reg=0.1, steps=10, seed=0))
+    assert p.startswith("zoo/v.safetensors.attacks/rs-") and p.endswith(".safetensors")
+    assert len(os.path.basename(p)) == len("rs-") + 16 + len(".safetensors")
+    assert p == ppo_adversary.cache_path("zoo/v.safetensors", h, "rs", dict(seed=0, steps=10, reg=0.1))  # key order
+    assert p != ppo_adversary.cache_path("zoo/v.safetensors", h, "rs", dict(reg=1.0, steps=10, seed=0))
+    assert p != ppo_adversary.cache_path("zoo/v.safetensors", "cd" * 32, "rs", dict(reg=0.1, steps=10, seed=0))
+
+
+@pytest.mark.parametrize("name", ["sa_rl", "pa_ad"])
+def test_fit_or_load_fits_once(victim, name, tmp_path, monkeypatch):
+    cls, settings, steps = TINY[name]
+    victim_path = str(tmp_path / "victim.safetensors")
+    first = cls(victim, EPS, **settings)
+    cache = ppo_adversary.cache_path(victim_path, policy_hash(victim), name, dict(first.settings, steps=steps, seed=0))
+    assert ppo_adversary.fit_or_load(first, cache, ENV, steps, seed=0) is False
+    assert os.path.isfile(cache) and not [f for f in os.listdir(os.path.dirname(cache)) if ".tmp" in f]
+
+    second = cls(victim, EPS, **settings)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit called although the cache exists")
+
+    monkeypatch.setattr(second, "fit", no_fit)
+    assert ppo_adversary.fit_or_load(second, cache, ENV, steps, seed=0) is True
+    x = obs_batch(32, seed=5)
+    assert torch.equal(first(x, None), second(x, None))
+
+
+def test_numpy_copies_match_torch(victim):
+    x = np.random.default_rng(0).normal(0.0, 3.0, size=(50, OBS)) * 5
+    np.testing.assert_array_equal(ppo_adversary.numpy_normalizer(victim.obs_norm)(x), victim.obs_norm.normalize_np(x))
+    xt = torch.from_numpy(victim.obs_norm.normalize_np(x))
+    np.testing.assert_allclose(ppo_adversary.numpy_mlp(victim.actor)(xt.numpy()), victim.actor(xt).numpy(), atol=1e-5)
+
+
+def test_fit_is_deterministic(victim):
+    cls, settings, steps = TINY["sa_rl"]
+    x = obs_batch(8)
+    a = cls(victim, EPS, **settings).fit(ENV, 256, seed=4)
+    b = cls(victim, EPS, **settings).fit(ENV, 256, seed=4)
+    assert torch.equal(a(x, None), b(x, None))

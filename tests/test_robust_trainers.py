@@ -1,0 +1,272 @@
+"""sappo.py, arppo.py, barppo.py: inner loops, robust losses, gradient flow, smoke runs, bad input.
+
+The smoke runs (subprocesses, a few seconds each) are marked `slow`: `pytest -m "not slow"` skips them.
+"""
+import concurrent.futures
+import glob
+import importlib
+import math
+import os
+
+import pytest
+import torch
+from conftest import one_line_error, run
+
+from attacks.checkpoint import load_checkpoint
+
+SCRIPTS = ["sappo", "arppo", "barppo"]
+SGLD_SCRIPTS = ["sappo", "barppo"]
+SURROGATE_SCRIPTS = ["arppo", "barppo"]  # those with robust_policy_loss (the clipped surrogate at x_hat)
+OBS_DIM, ACT_DIM, BATCH, EPS, CLIP, ENT = 11, 3, 64, 0.075, 0.2, 0.01
+
+
+def module(name):
+    return importlib.import_module(name)
+
+
+def make_agent(mod, activation="tanh", seed=0):
+    """A fresh agent whose mean head is scaled up (a fresh one outputs ~0.01: every objective would be tiny)."""
+    torch.manual_seed(seed)
+    agent = mod.Agent(OBS_DIM, ACT_DIM, mod.Args(init_std=0.5, activation=activation))
+    with torch.no_grad():
+        agent.actor.layers[-1].weight.mul_(100.0)
+    return agent
+
+
+def make_batch(agent, seed=1):
+    """Normalized observations, stored actions, their old log-probs (at the clean states) and normalized advantages."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH, OBS_DIM, generator=g) * 2
+    with torch.no_grad():
+        actions = agent.actor(x) + agent.actor.log_std.exp() * torch.randn(BATCH, ACT_DIM, generator=g)
+        _, old_logprobs, _, _ = agent.get_action_and_value(x, actions)
+        old_logprobs = old_logprobs + 0.05 * torch.randn(BATCH, generator=g)  # the policy moved since the rollout
+    adv = torch.randn(BATCH, generator=g)
+    return x, actions, old_logprobs, (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+def attack(mod, agent, x, actions, old_logprobs, adv, eps, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    if mod.__name__ == "arppo":
+        return mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, eps, 10, 0.1, generator=g)
+    return mod.sgld_kl_attack(agent, x, eps, 10, 0.1, 1e-5, generator=g)
+
+
+def ppo_policy_loss(agent, x, actions, old_logprobs, adv):
+    """The policy part of ppo_continuous.py's minibatch loss, written out independently."""
+    _, newlogprob, entropy, _ = agent.get_action_and_value(x, actions)
+    ratio = (newlogprob - old_logprobs).exp()
+    return torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - CLIP, 1 + CLIP)).mean() - ENT * entropy.mean()
+
+
+def kl_to_clean(agent, x, x_hat):
+    dist = torch.distributions.Normal(agent.actor(x), agent.actor.log_std.exp())
+    dist_hat = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp())
+    return torch.distributions.kl_divergence(dist, dist_hat).sum(1)
+
+
+def surrogate(agent, x_hat, actions, old_logprobs, adv):
+    _, newlogprob, _, _ = agent.get_action_and_value(x_hat, actions)
+    ratio = (newlogprob - old_logprobs).exp()
+    return torch.min(ratio * adv, torch.clamp(ratio, 1 - CLIP, 1 + CLIP) * adv)
+
+
+# ---------------------------------------------------------------- inner loops
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_hand_backprop_matches_autograd(name, activation):
+    mod = module(name)
+    agent = make_agent(mod, activation)
+    x = torch.randn(BATCH, OBS_DIM, requires_grad=True)
+    g = torch.randn(BATCH, ACT_DIM)
+    (expected,) = torch.autograd.grad((agent.actor(x) * g).sum(), x)
+    with torch.no_grad():
+        mean, backward = mod.actor_vjp(agent.actor, x)
+        got = backward(g)
+    torch.testing.assert_close(mean, agent.actor(x).detach())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_inner_loop_stays_in_ball_and_is_a_constant(name):
+    mod = module(name)
+    agent = make_agent(mod)
+    x, actions, old_logprobs, adv = make_batch(agent)
+    x.requires_grad_(True)  # even so, x_hat must carry no graph
+    before = [p.detach().clone() for p in agent.parameters()]
+    x_hat, _, _ = attack(mod, agent, x, actions, old_logprobs, adv, EPS)
+    assert x_hat.shape == x.shape and not x_hat.requires_grad and x_hat.grad_fn is None
+    dist = (x_hat - x.detach()).abs()
+    assert dist.max().item() <= EPS + 1e-6
+    assert dist.max().item() > 0.9 * EPS  # it moved (sign steps reach the boundary)
+    assert all(p.grad is None for p in agent.parameters())  # no parameter gradient accumulated
+    assert all(torch.equal(p, q) for p, q in zip(agent.parameters(), before))
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("name", SGLD_SCRIPTS)
+def test_sgld_raises_kl(name):
+    mod = module(name)
+    agent = make_agent(mod)
+    x, *_ = make_batch(agent)
+    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        kl = kl_to_clean(agent, x, x_hat)
+        start = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(3))[1]
+    torch.testing.assert_close(kl_end, kl.mean(), rtol=1e-4, atol=1e-7)  # the reported KL is the KL at x_hat
+    torch.testing.assert_close(kl_start, start)
+    assert kl_end.item() > 2 * kl_start.item()  # well above the random start
+    # and above the best of 10 random points of the ball, per sample on average
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(4)
+        rand = torch.stack([kl_to_clean(agent, x, x + (2 * torch.rand(x.shape, generator=g) - 1) * EPS) for _ in range(10)])
+    assert kl.mean().item() > rand.max(0).values.mean().item()
+
+
+def test_pgd_lowers_surrogate():
+    mod = module("arppo")
+    agent = make_agent(mod)
+    x, actions, old_logprobs, adv = make_batch(agent)
+    x_hat, s_start, s_end = attack(mod, agent, x, actions, old_logprobs, adv, EPS)
+    with torch.no_grad():
+        s = surrogate(agent, x_hat, actions, old_logprobs, adv)
+        clean = surrogate(agent, x, actions, old_logprobs, adv).mean()
+    torch.testing.assert_close(s_end, s.mean(), rtol=1e-4, atol=1e-6)  # the reported value is the surrogate at x_hat
+    assert s_end.item() < s_start.item() - 0.05
+    assert s_end.item() < clean.item() - 0.05
+
+
+# ---------------------------------------------------------------- robust losses
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_eps_zero_gives_the_ppo_loss(name):
+    mod = module(name)
+    agent = make_agent(mod)
+    x, actions, old_logprobs, adv = make_batch(agent)
+    ppo = ppo_policy_loss(agent, x, actions, old_logprobs, adv)
+    x_hat, _, _ = attack(mod, agent, x, actions, old_logprobs, adv, 0.0)
+    assert torch.equal(x_hat, x)
+    x_far, _, _ = attack(mod, agent, x, actions, old_logprobs, adv, EPS)
+    if name == "sappo":
+        reg = mod.kl_regularizer(agent, x, x_hat)
+        assert abs(reg.item()) < 1e-6
+        torch.testing.assert_close(ppo + 1.0 * reg, ppo)
+        assert mod.kl_regularizer(agent, x, x_far).item() > 1e-3  # and not at eps > 0
+    else:
+        robust = mod.robust_policy_loss(agent, x_hat, actions, old_logprobs, adv, CLIP, ENT)
+        torch.testing.assert_close(robust, ppo)
+        torch.testing.assert_close(ppo + 0.0 * robust, ppo)  # kappa = 0 with guidance
+        far = mod.robust_policy_loss(agent, x_far, actions, old_logprobs, adv, CLIP, ENT)
+        assert abs(far.item() - ppo.item()) > 1e-3  # and not at eps > 0
+        if name == "arppo":  # whose adversary minimizes exactly this surrogate
+            assert far.item() > ppo.item() + 0.01
+
+
+def test_sappo_regularizer_is_the_gaussian_kl_with_clean_side_detached():
+    mod = module("sappo")
+    agent = make_agent(mod)
+    x, *_ = make_batch(agent)
+    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, generator=torch.Generator().manual_seed(5))
+    reg = mod.kl_regularizer(agent, x, x_hat)
+    with torch.no_grad():
+        torch.testing.assert_close(reg, kl_to_clean(agent, x, x_hat).mean(), rtol=1e-5, atol=1e-7)
+    # detached clean side: the gradient equals that of KL(stop_grad(pi(.|x)) || pi(.|x_hat)) only
+    reg.backward()
+    grads = [p.grad.clone() for p in agent.actor.parameters()]
+    agent.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        mean0 = agent.actor(x)
+    dist0 = torch.distributions.Normal(mean0, agent.actor.log_std.detach().exp())
+    dist = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp())
+    torch.distributions.kl_divergence(dist0, dist).sum(1).mean().backward()
+    for got, p in zip(grads, agent.actor.parameters()):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_gradient_reaches_actor_not_inner_solution(name):
+    mod = module(name)
+    agent = make_agent(mod)
+    x, actions, old_logprobs, adv = make_batch(agent)
+    x.requires_grad_(True)
+    x_hat, _, _ = attack(mod, agent, x, actions, old_logprobs, adv, EPS)
+    if name == "sappo":
+        loss = mod.kl_regularizer(agent, x, x_hat)
+    else:
+        loss = mod.robust_policy_loss(agent, x_hat, actions, old_logprobs, adv, CLIP, ENT)
+    loss.backward()  # the robust term alone
+    assert x.grad is None and x_hat.grad is None  # x_hat is a constant: no path back to the states
+    for p in (agent.actor.layers[0].weight, agent.actor.layers[-1].weight, agent.actor.log_std):
+        assert p.grad is not None and p.grad.abs().sum().item() > 0
+    assert all(p.grad is None for p in agent.critic.parameters())
+
+
+def test_eps_schedule_and_defaults():
+    for name in SCRIPTS:
+        mod = module(name)
+        args = mod.resolve_args(mod.Args(env_id="Ant-v4"))
+        assert args.epsilon == 0.15 and args.kappa == {"sappo": 0.1, "arppo": 1.0, "barppo": 1.0}[name]
+        args = mod.resolve_args(mod.Args(env_id="Hopper-v5", kappa=0.7, epsilon=0.01))
+        assert (args.epsilon, args.kappa) == (0.01, 0.7)
+    assert module("sappo").resolve_args(module("sappo").Args(env_id="Hopper-v4")).kappa == 1.0
+    assert module("barppo").resolve_args(module("barppo").Args(env_id="HalfCheetah-v4")).kappa == 0.3
+
+
+# ---------------------------------------------------------------- smoke runs and bad input
+
+SMOKE = [("sappo", ()), ("arppo", ()), ("arppo", ("--no-guidance",)), ("barppo", ()), ("barppo", ("--no-guidance",))]
+SMOKE_ARGS = ("--env-id", "Hopper-v4", "--total-timesteps", 256, "--num-steps", 128, "--num-minibatches", 4,
+              "--update-epochs", 2, "--eval-episodes", 0)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """All smoke runs at once (each is mostly interpreter start-up): {(name, flags): (cwd, CompletedProcess)}."""
+    cwds = {case: tmp_path_factory.mktemp(case[0]) for case in SMOKE}
+    with concurrent.futures.ThreadPoolExecutor(len(SMOKE)) as pool:
+        futures = {case: pool.submit(run, f"{case[0]}.py", *SMOKE_ARGS, *case[1], cwd=cwds[case], timeout=300) for case in SMOKE}
+        return {case: (cwds[case], f.result()) for case, f in futures.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SMOKE, ids=[" ".join((n, *f)) for n, f in SMOKE])
+def test_smoke_two_iterations_write_loadable_checkpoint(smoke_runs, case):
+    name, flags = case
+    cwd, proc = smoke_runs[case]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = glob.glob(os.path.join(cwd, "runs", f"Hopper-v4__{name}__1__*", f"{name}.safetensors"))
+    policy, meta = load_checkpoint(path, env_id="Hopper-v4")
+    assert meta["script"] == f"{name}.py" and meta["env_id"] == "Hopper-v4"
+    assert meta["epsilon"] == 0.075 and meta["global_step"] == 256
+    if name != "sappo":
+        assert meta["args"]["guidance"] == ("--no-guidance" not in flags)
+    obs = torch.randn(5, meta["obs_dim"]).double().numpy() * 3
+    actions = policy.actor(torch.from_numpy(policy.normalize(obs)))
+    assert torch.isfinite(actions).all()
+    # the eps schedule (2 iterations, ramp over 75% of them: 1.5 iterations) and the robust metrics were logged
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = glob.glob(os.path.join(os.path.dirname(path), "events.out.tfevents.*"))
+    acc = EventAccumulator(events)
+    acc.Reload()
+    eps = [e.value for e in acc.Scalars("robust/eps")]
+    assert eps == pytest.approx([0.075 / 1.5, 0.075])
+    inner = ["robust/surrogate_start", "robust/surrogate_end"] if name == "arppo" else ["robust/kl_start", "robust/kl_end"]
+    for tag in ["robust/kappa", "robust/loss", *inner]:
+        assert all(math.isfinite(e.value) for e in acc.Scalars(tag))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_unknown_env_without_epsilon_exits_2(tmp_path, name):
+    proc = run(f"{name}.py", "--env-id", "InvertedPendulum-v4", cwd=tmp_path)
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # exactly one line
+    assert "--epsilon" in one_line_error(proc)
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("name,flags", [("sappo", ("--epsilon", "-0.1")), ("arppo", ("--kappa", "-1")), ("barppo", ("--inner-steps", "0"))])
+def test_bad_robust_flags_exit_2(tmp_path, name, flags):
+    one_line_error(run(f"{name}.py", "--env-id", "Hopper-v4", *flags, cwd=tmp_path))
