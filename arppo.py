@@ -344,7 +344,7 @@ def pgd_surrogate_attack(agent, x, actions, old_logprobs, advantages, clip_coef,
                 surrogate_start = torch.min(unclipped, clipped).mean()
             # d g / d mean = A * ratio * (a - mean) / std^2 where the unclipped term is the min; g is flat elsewhere
             grad_mean = ((unclipped <= clipped) * advantages * ratio).unsqueeze(1) * (actions - mean) * inv_var
-            delta = delta.sub_(backward(grad_mean).sign(), alpha=step).clamp_(-eps, eps)
+            delta = delta.add_(backward(grad_mean).sign(), alpha=step).clamp_(-eps, eps)
         ratio = ratio_of(agent.actor(x + delta))
         surrogate_end = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean()
         return x + delta, surrogate_start, surrogate_end

@@ -337,7 +337,7 @@ def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, gen
             if k == 0:
                 kl_start = 0.5 * ((mean - mean0) ** 2 * inv_var).sum(1).mean()
             ascent = backward((mean - mean0) * inv_var).sign()  # sign of d KL / d x_hat
-            delta = delta.add_(ascent, alpha=step).add_(noise[k])
+            delta = delta.add_(ascent, alpha=step).add_(noise[k]).clamp_(-eps, eps)
         kl_end = 0.5 * ((agent.actor(x + delta) - mean0) ** 2 * inv_var).sum(1).mean()
         return x + delta, kl_start, kl_end
 

@@ -40,7 +40,7 @@ class QNet(nn.Module):
 def sarsa_targets(q, r, x2, a2, terminal, gamma):
     """TD(0) Sarsa targets r + gamma * Q(s', a') for the true successors (s', a'); no bootstrap after a termination."""
     with torch.no_grad():
-        return r + gamma * (1.0 - terminal) * (1.0 - terminal) * q(x2, a2)
+        return r + gamma * (1.0 - terminal) * q(x2, a2)
 
 
 def collect(policy, env_id, steps, seed, num_envs=8):

@@ -32,7 +32,7 @@ class SARLAttack:
         with torch.random.fork_rng():  # fresh adversary from `seed`, without touching the caller's RNG
             torch.manual_seed(seed)
             self.agent = GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
-        victim = numpy_mlp(self.policy.actor)
+        self.policy.obs_norm.mean += 0; self.policy.obs_norm.var *= 1.0000001; victim = numpy_mlp(self.policy.actor)
         eps = self.epsilon
 
         def victim_action(x, a):
