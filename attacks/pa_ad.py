@@ -16,7 +16,18 @@ import numpy as np
 import torch
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_normalizer, numpy_weights, save_attack, train_ppo
+from attacks.ppo_adversary import (
+    GaussianAgent,
+    config_dict,
+    config_from,
+    forward_invariant,
+    load_attack,
+    numpy_mlp,
+    numpy_normalizer,
+    numpy_weights,
+    save_attack,
+    train_ppo,
+)
 
 NAME = "pa_ad"
 DEFAULT_STEPS = 1_000_000  # the papers' adversary budget
@@ -57,28 +68,30 @@ def numpy_pgd_along(weights, act, x, d, epsilon, steps=10):
 
 
 class PAADAttack:
+    name = NAME
+
     def __init__(self, policy, epsilon, pgd_steps=10, **ppo):
         """ppo: overrides of attacks.ppo_adversary.PPOConfig (default here: num_envs=8, num_steps=256)."""
         self.policy, self.epsilon, self.pgd_steps = policy, float(epsilon), int(pgd_steps)
         self.cfg = config_from({**PPO_DEFAULTS, **ppo})
         self.obs_dim, self.act_dim = policy.actor.layers[0].in_features, policy.actor.layers[-1].out_features
         self.settings = dict(epsilon=self.epsilon, pgd_steps=self.pgd_steps, objective="dot", **config_dict(self.cfg))
-        self.agent = GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+        self.agent = self._new_agent(seed=0)
         self.fitted = False
 
-    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
-        with torch.random.fork_rng():  # fresh director from `seed`, without touching the caller's RNG
+    def _new_agent(self, seed):
+        with torch.random.fork_rng():  # initialized from `seed`, without touching the caller's RNG
             torch.manual_seed(seed)
-            self.agent = GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
-        weights, act = numpy_weights(self.policy.actor)
+            return GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        self.agent = self._new_agent(seed)
+        (weights, act), victim = numpy_weights(self.policy.actor), numpy_mlp(self.policy.actor)
         eps, n = self.epsilon, self.pgd_steps
 
         def victim_action(x, a):
             d = (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-            h = x + numpy_pgd_along(weights, act, x, d, eps, n)
-            for w, b in weights[:-1]:
-                h = np.tanh(h @ w + b) if act == "tanh" else np.maximum(h @ w + b, 0.0)
-            return h @ weights[-1][0] + weights[-1][1]
+            return victim(x + numpy_pgd_along(weights, act, x, d, eps, n))
 
         self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action, self.cfg, progress, desc=NAME)
         self.fitted = True
@@ -88,7 +101,7 @@ class PAADAttack:
         if not self.fitted:
             raise RuntimeError("pa_ad: fit() or load() the director before attacking")
         with torch.no_grad():
-            d = directions(self.agent.actor(x))
+            d = directions(forward_invariant(self.agent.actor, x))
         return x + pgd_along(self.policy.actor, x, d, self.epsilon, self.pgd_steps)
 
     def save(self, path):

@@ -88,6 +88,15 @@ class GaussianAgent(nn.Module):
         return logprob, entropy, self.critic(x).view(-1)
 
 
+def forward_invariant(mlp, x):
+    """mlp(x) with row i's output independent of the batch it is in (broadcast multiply-and-sum instead of BLAS,
+    whose kernels change with the batch size), as the victim's forward in attacks/checkpoint.py: attacks computed
+    for N episodes at once give exactly the perturbations of one episode at a time."""
+    for layer in mlp.layers[:-1]:
+        x = mlp.act((x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias)
+    return (x.unsqueeze(-2) * mlp.layers[-1].weight).sum(-1) + mlp.layers[-1].bias
+
+
 def numpy_weights(mlp):
     """[(W^T, b)] float32 copies of an MLP's Linear layers and its activation name ("tanh" or "relu")."""
     weights = [(layer.weight.detach().float().numpy().T.copy(), layer.bias.detach().float().numpy().copy()) for layer in mlp.layers]

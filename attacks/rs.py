@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import MLP, load_attack, numpy_mlp, numpy_normalizer, save_attack
+from attacks.ppo_adversary import MLP, forward_invariant, load_attack, numpy_mlp, numpy_normalizer, save_attack
 
 NAME = "rs"
 DEFAULT_STEPS = 200_000  # victim transitions per Q (SA-PPO's sarsa training collected ~10^5-10^6)
@@ -35,6 +35,10 @@ class QNet(nn.Module):
 
     def forward(self, x, a):
         return self.q(torch.cat([x, a], dim=1)).view(-1)
+
+    def invariant(self, x, a):
+        """forward() with each row independent of the batch (for the attack; see forward_invariant)."""
+        return forward_invariant(self.q, torch.cat([x, a], dim=1)).view(-1)
 
 
 def sarsa_targets(q, r, x2, a2, terminal, gamma):
@@ -80,6 +84,8 @@ def collect(policy, env_id, steps, seed, num_envs=8):
 
 
 class RobustSarsaAttack:
+    name = NAME
+
     def __init__(self, policy, epsilon, reg=0.1, action_eps=0.1, attack_steps=10, hidden_sizes=(64, 64), gamma=0.99,
                  learning_rate=1e-3, epochs=30, batch_size=256, tau=0.005, reg_steps=3, num_envs=8):
         """reg: weight of the robustness regularizer; action_eps: its l_inf radius in action units; epochs over the
@@ -89,7 +95,9 @@ class RobustSarsaAttack:
         self.settings = dict(epsilon=self.epsilon, reg=float(reg), action_eps=float(action_eps), attack_steps=int(attack_steps),
                              hidden_sizes=list(hidden_sizes), gamma=float(gamma), learning_rate=float(learning_rate), epochs=int(epochs),
                              batch_size=int(batch_size), tau=float(tau), reg_steps=int(reg_steps), num_envs=int(num_envs))
-        self.q = QNet(self.obs_dim, self.act_dim, tuple(hidden_sizes)).requires_grad_(False)
+        with torch.random.fork_rng():  # no draw from the caller's RNG
+            torch.manual_seed(0)
+            self.q = QNet(self.obs_dim, self.act_dim, tuple(hidden_sizes)).requires_grad_(False)
         self.fitted = False
 
     def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
@@ -159,7 +167,7 @@ class RobustSarsaAttack:
         for _ in range(steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(self.q(x, self.policy.actor(x + delta)).sum(), delta)
+                (grad,) = torch.autograd.grad(self.q.invariant(x, self.policy.actor(x + delta)).sum(), delta)
             delta = (delta.detach() - (eps / steps) * grad.sign()).clamp(-eps, eps)
         return x + delta
 

@@ -12,27 +12,32 @@ import numpy as np
 import torch
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, load_attack, numpy_normalizer, numpy_mlp, save_attack, train_ppo
+from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, forward_invariant, load_attack, numpy_mlp, numpy_normalizer, save_attack, train_ppo
 
 NAME = "sa_rl"
 DEFAULT_STEPS = 1_000_000  # the paper's adversary budget
 
 
 class SARLAttack:
+    name = NAME
+
     def __init__(self, policy, epsilon, **ppo):
         """ppo: overrides of attacks.ppo_adversary.PPOConfig (num_envs, num_steps, learning_rate, ...)."""
         self.policy, self.epsilon = policy, float(epsilon)
         self.cfg = config_from(ppo)
         self.obs_dim = policy.actor.layers[0].in_features
         self.settings = dict(epsilon=self.epsilon, squash="tanh", **config_dict(self.cfg))
-        self.agent = GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+        self.agent = self._new_agent(seed=0)
         self.fitted = False
 
-    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
-        with torch.random.fork_rng():  # fresh adversary from `seed`, without touching the caller's RNG
+    def _new_agent(self, seed):
+        with torch.random.fork_rng():  # initialized from `seed`, without touching the caller's RNG
             torch.manual_seed(seed)
-            self.agent = GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
-        self.policy.obs_norm.mean += 0; self.policy.obs_norm.var *= 1.0000001; victim = numpy_mlp(self.policy.actor)
+            return GaussianAgent(self.obs_dim, self.obs_dim, self.cfg.hidden_sizes, self.cfg.init_std)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        self.agent = self._new_agent(seed)
+        victim = numpy_mlp(self.policy.actor)
         eps = self.epsilon
 
         def victim_action(x, a):
@@ -46,7 +51,7 @@ class SARLAttack:
         if not self.fitted:
             raise RuntimeError("sa_rl: fit() or load() the adversary before attacking")
         with torch.no_grad():
-            return x + self.epsilon * torch.tanh(self.agent.actor(x))
+            return x + self.epsilon * torch.tanh(forward_invariant(self.agent.actor, x))
 
     def save(self, path):
         save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
