@@ -140,31 +140,23 @@ def make_attack(name, policy, epsilon, args, model_path, env_id):
     if name == "mad":
         return [MADAttack(policy, epsilon, steps=args.attack_steps)]
     from attacks.checkpoint import policy_hash
+    from attacks.pa_ad import PAADAttack
     from attacks.ppo_adversary import cache_path, fit_or_load
+    from attacks.rs import RS_GRID, RobustSarsaAttack
+    from attacks.sa_rl import SARLAttack
 
+    if name == "rs":  # a small grid of Q functions; the caller reports the strongest
+        candidates, fit_steps = [RobustSarsaAttack(policy, epsilon, attack_steps=args.attack_steps, **s) for s in RS_GRID], args.rs_steps
+    elif name == "sa_rl":
+        candidates, fit_steps = [SARLAttack(policy, epsilon)], args.sa_rl_steps
+    else:
+        candidates, fit_steps = [PAADAttack(policy, epsilon, pgd_steps=args.attack_steps)], args.pa_ad_steps
     victim = policy_hash(policy)
-    if name == "rs":
-        from attacks.rs import RS_GRID, RobustSarsaAttack
-
-        out = []
-        for settings in RS_GRID:
-            attack = RobustSarsaAttack(policy, epsilon, steps=args.attack_steps, **settings)
-            cache = cache_path(model_path, victim, "rs", dict(settings, epsilon=epsilon, fit_steps=args.rs_steps, seed=args.seed))
-            out.append(fit_or_load(attack, cache, env_id, args.rs_steps, args.seed, show_progress(args)))
-        return out
-    if name == "sa_rl":
-        from attacks.sa_rl import SARLAttack
-
-        attack = SARLAttack(policy, epsilon)
-        cache = cache_path(model_path, victim, "sa_rl", dict(epsilon=epsilon, fit_steps=args.sa_rl_steps, seed=args.seed))
-        return [fit_or_load(attack, cache, env_id, args.sa_rl_steps, args.seed, show_progress(args))]
-    if name == "pa_ad":
-        from attacks.pa_ad import PAADAttack
-
-        attack = PAADAttack(policy, epsilon, steps=args.attack_steps)
-        cache = cache_path(model_path, victim, "pa_ad", dict(epsilon=epsilon, fit_steps=args.pa_ad_steps, seed=args.seed, attack_steps=args.attack_steps))
-        return [fit_or_load(attack, cache, env_id, args.pa_ad_steps, args.seed, show_progress(args))]
-    raise ValueError(name)
+    for attack in candidates:
+        cache = cache_path(model_path, victim, name, {**attack.settings, "steps": fit_steps, "seed": args.seed})
+        loaded = fit_or_load(attack, cache, env_id, fit_steps, args.seed, show_progress(args))
+        print(f"{name}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr)
+    return candidates
 
 
 def show_progress(args):

@@ -1,6 +1,5 @@
 """The fast attacks and eval_attacks.py: eps-ball bounds on every step, attack strength, batched == one by one."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -113,6 +112,20 @@ def test_cli_table_json_and_sweep(victim, tmp_path):
     assert [p["epsilon"] for p in sweep] == [0, 0.1]
     assert sweep[0]["attacks"]["random"]["mean"] == sweep[0]["natural"]["mean"]  # eps 0: no perturbation
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_learned_attacks_train_once_then_load_from_cache(victim, tmp_path):
+    path, _ = victim
+    flags = ["--model", path, "--attacks", "rs", "sa_rl", "pa_ad", "--episodes", 2, "--rs-steps", 300, "--sa-rl-steps", 256, "--pa-ad-steps", 256,
+             "--json", tmp_path / "a.json"]
+    first = run("eval_attacks.py", *flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stderr.count("trained and cached") == 5 and "loaded" not in first.stderr.replace("trained and cached", "")
+    second = run("eval_attacks.py", *flags[:-1], tmp_path / "b.json")
+    assert second.returncode == 0 and second.stderr.count(": loaded ") == 5, second.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f).read_text())["results"][0] for f in ("a.json", "b.json"))
+    assert all(a["attacks"][k]["returns"] == b["attacks"][k]["returns"] for k in ("rs", "sa_rl", "pa_ad"))  # same learned attacks
+    assert len(a["attacks"]["rs"]["grid_means"]) == 3 and a["attacks"]["rs"]["mean"] == min(a["attacks"]["rs"]["grid_means"])
 
 
 @pytest.mark.parametrize(
