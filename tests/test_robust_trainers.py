@@ -16,7 +16,6 @@ from attacks.checkpoint import load_checkpoint
 
 SCRIPTS = ["sappo", "arppo", "barppo"]
 SGLD_SCRIPTS = ["sappo", "barppo"]
-SURROGATE_SCRIPTS = ["arppo", "barppo"]  # those with robust_policy_loss (the clipped surrogate at x_hat)
 OBS_DIM, ACT_DIM, BATCH, EPS, CLIP, ENT = 11, 3, 64, 0.075, 0.2, 0.01
 
 
@@ -30,6 +29,7 @@ def make_agent(mod, activation="tanh", seed=0):
     agent = mod.Agent(OBS_DIM, ACT_DIM, mod.Args(init_std=0.5, activation=activation))
     with torch.no_grad():
         agent.actor.layers[-1].weight.mul_(100.0)
+        agent.actor.log_std.copy_(torch.tensor([0.3, 0.6, 1.2]).log())  # unequal stds: the 1/std^2 weighting matters
     return agent
 
 
@@ -40,7 +40,7 @@ def make_batch(agent, seed=1):
     with torch.no_grad():
         actions = agent.actor(x) + agent.actor.log_std.exp() * torch.randn(BATCH, ACT_DIM, generator=g)
         _, old_logprobs, _, _ = agent.get_action_and_value(x, actions)
-        old_logprobs = old_logprobs + 0.05 * torch.randn(BATCH, generator=g)  # the policy moved since the rollout
+        old_logprobs = old_logprobs + 0.2 * torch.randn(BATCH, generator=g)  # the policy moved since the rollout
     adv = torch.randn(BATCH, generator=g)
     return x, actions, old_logprobs, (adv - adv.mean()) / (adv.std() + 1e-8)
 
@@ -83,10 +83,35 @@ def test_hand_backprop_matches_autograd(name, activation):
     g = torch.randn(BATCH, ACT_DIM)
     (expected,) = torch.autograd.grad((agent.actor(x) * g).sum(), x)
     with torch.no_grad():
-        mean, backward = mod.actor_vjp(agent.actor, x)
+        mean, backward = mod.make_actor_vjp(agent.actor)(x)
         got = backward(g)
     torch.testing.assert_close(mean, agent.actor(x).detach())
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_one_inner_step_is_the_autograd_sign_step(name):
+    """steps=1, temperature 0: x_hat = proj(x + delta0 +- step * sign(grad of the objective at x + delta0)), the
+    gradient taken by torch.autograd on the paper's objective (KL, or the clipped surrogate with its flat parts)."""
+    mod = module(name)
+    agent = make_agent(mod)
+    x, actions, old_logprobs, adv = make_batch(agent)
+    if name == "arppo":
+        x_hat, _, _ = mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, EPS, 1, 0.5, generator=torch.Generator().manual_seed(6))
+    else:
+        x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 1, 0.5, 0.0, generator=torch.Generator().manual_seed(6))
+    delta0 = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(6)) - 1) * EPS
+    x0 = (x + delta0).requires_grad_(True)
+    if name == "arppo":
+        objective = -surrogate(agent, x0, actions, old_logprobs, adv).sum()  # PGD descends the surrogate
+        with torch.no_grad():
+            ratio = (agent.get_action_and_value(x0, actions)[1] - old_logprobs).exp()
+        assert (ratio * adv > torch.clamp(ratio, 1 - CLIP, 1 + CLIP) * adv).sum() >= 5  # the flat (clipped) case occurs
+    else:
+        objective = kl_to_clean(agent, x, x0).sum()
+    (grad,) = torch.autograd.grad(objective, x0)
+    expected = x + (delta0 + 0.5 * EPS * grad.sign()).clamp(-EPS, EPS)
+    torch.testing.assert_close(x_hat, expected)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
