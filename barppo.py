@@ -636,6 +636,15 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
         writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
         print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
+        # the attacks that need no training, at the training budget (all six: eval_attacks.py --attacks all)
+        from attacks.critic import CriticAttack
+        from attacks.mad import MADAttack
+        from attacks.random import RandomAttack
+
+        for attack in (RandomAttack(agent, args.epsilon), CriticAttack(agent, args.epsilon), MADAttack(agent, args.epsilon)):
+            attacked = evaluate(agent, args.env_id, episodes=args.eval_episodes, seed=args.seed + 10_000, attack=attack)
+            writer.add_scalar(f"eval/{attack.name}_return", float(np.mean(attacked)), global_step)
+            print(f"eval: {attack.name} return {np.mean(attacked):.1f} +- {np.std(attacked):.1f} (eps {args.epsilon})")
 
     for env in envs:
         env.close()

@@ -7,6 +7,7 @@ import glob
 import importlib
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -244,7 +245,7 @@ def test_eps_schedule_and_defaults():
 
 SMOKE = [("sappo", ()), ("arppo", ()), ("arppo", ("--no-guidance",)), ("barppo", ()), ("barppo", ("--no-guidance",))]
 SMOKE_ARGS = ("--env-id", "Hopper-v4", "--total-timesteps", 256, "--num-steps", 128, "--num-minibatches", 4,
-              "--update-epochs", 2, "--eval-episodes", 0)
+              "--update-epochs", 2, "--eval-episodes", 1)
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +272,9 @@ def test_smoke_two_iterations_write_loadable_checkpoint(smoke_runs, case):
     obs = torch.randn(5, meta["obs_dim"]).double().numpy() * 3
     actions = policy.actor(torch.from_numpy(policy.normalize(obs)))
     assert torch.isfinite(actions).all()
+    # the closing evaluation: natural and the three attacks that need no training, at the target eps
+    for what in ("natural", "random", "critic", "mad"):
+        assert re.search(rf"eval: {what} return -?\d+\.\d", proc.stdout), proc.stdout[-2000:]
     # the eps schedule (2 iterations, ramp over 75% of them: 1.5 iterations) and the robust metrics were logged
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
