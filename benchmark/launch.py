@@ -2,7 +2,7 @@
 pick each (script, env) median-seed checkpoint for the zoo.
 
     python benchmark/launch.py --scripts ppo_continuous.py --envs HalfCheetah-v4 Hopper-v4 Walker2d-v4 --seeds 1 2 3
-    python benchmark/launch.py --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 --extra "--kappa 0.3" --jobs 2
+    python benchmark/launch.py --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 --extra="--kappa 0.3" --jobs 2
     python benchmark/launch.py --zoo --scripts ppo_continuous.py --envs HalfCheetah-v4    # copy the median seed to zoo/
 
 Each run writes `benchmark/logs/{script}__{env}__{seed}{tag}.log` and its run folder under `runs/`; the final
@@ -34,7 +34,7 @@ class Args:
     seeds: tuple[int, ...] = (1, 2, 3)
     """seeds"""
     extra: str = ""
-    """extra flags for every run"""
+    """extra flags for every run (write --extra="--no-guidance" with =, since the value starts with --)"""
     tag: str = ""
     """suffix for log names (e.g. __nog for --no-guidance)"""
     jobs: int = 2
