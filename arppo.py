@@ -6,7 +6,7 @@ Sec. 3 and Appendix F.1, F.3, Algorithm 2 (AR-PPO). Per iteration, for every nor
     inner  x_hat = argmin_{|x_hat - x|_inf <= eps_t} g(pi(a|x_hat) / pi_old(a|x), A)     PGD, 10 sign steps of eps_t/10
     outer  L_ar = -mean g(pi(a|x_hat) / pi_old(a|x), A) - ent_coef * H,   g(r, A) = min(r A, clip(r, 1-c, 1+c) A)
     loss   PPO loss at the clean states + kappa * L_ar        (--no-guidance, "ARPO": L_ar + value loss)
-with the stored actions, old log-probs and GAE advantages fixed. As in Algorithm 2 (lines 7-10) the inner problem is
+with the stored actions, old log-probs and (batch-normalized) GAE advantages fixed. As in Algorithm 2 (lines 7-10) the inner problem is
 solved once per iteration for the whole batch ("in a batch") with the policy that collected it, and x_hat is a
 constant in the outer gradient through all epochs and minibatches (the outer loss uses the minibatch-normalized A);
 eps_t ramps linearly from 0 to --epsilon over the first 75% of the iterations (F.3: 732 of 976).
@@ -538,9 +538,12 @@ if __name__ == "__main__":
         b_values = torch.from_numpy(values.reshape(-1))
 
         # ALGO LOGIC: AR-PPO inner problem (Algorithm 2, lines 7-8), solved once per iteration for the whole batch with
-        # the policy that collected it: PGD minimizes the clipped surrogate g(pi(a|x_hat) / pi_t(a|x), A) over the eps_t ball
+        # the policy that collected it: PGD minimizes the clipped surrogate g(pi(a|x_hat) / pi_t(a|x), A) over the eps_t ball.
+        # A is normalized over the batch like the outer loss's minibatch-normalized A, so each row's sign of A (which
+        # decides the attack's direction) is the one the outer loss sees
+        adv_inner = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8) if args.norm_adv else b_advantages
         b_obs_adv, surrogate_start, surrogate_end = pgd_surrogate_attack(
-            agent, b_obs, b_actions, b_logprobs, b_advantages, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size
+            agent, b_obs, b_actions, b_logprobs, adv_inner, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size
         )
 
         # Optimizing the policy and value network
@@ -646,7 +649,8 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
         writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
         print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
-        # the attacks that need no training, at the training budget (all six: eval_attacks.py --attacks all)
+    if args.eval_episodes > 0 and args.epsilon is not None:
+        # the attacks that need no training, at the env's budget (all six: eval_attacks.py --attacks all)
         from attacks.critic import CriticAttack
         from attacks.mad import MADAttack
         from attacks.random import RandomAttack

@@ -111,6 +111,8 @@ class Args:
     """clip normalized observations to +-obs_clip"""
     reward_clip: float = 10.0
     """clip scaled rewards to +-reward_clip (training only; logged returns are raw)"""
+    epsilon: Optional[float] = None
+    """l_inf attack budget in normalized-observation units (default per env: 0.075 Hopper/Humanoid, 0.05 Walker2d, 0.15 HalfCheetah/Ant)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -144,6 +146,8 @@ def resolve_args(args):
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
         fail(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.epsilon is not None and not 0 <= args.epsilon < math.inf:
+        fail(f"--epsilon must be finite and >= 0, got {args.epsilon}")
     if args.save_every < 0 or args.eval_episodes < 0 or args.max_grad_norm < 0:
         fail("--save-every, --eval-episodes and --max-grad-norm must be >= 0")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
@@ -525,6 +529,16 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
         writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
         print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
+    if args.eval_episodes > 0 and args.epsilon is not None:
+        # the attacks that need no training, at the env's budget (all six: eval_attacks.py --attacks all)
+        from attacks.critic import CriticAttack
+        from attacks.mad import MADAttack
+        from attacks.random import RandomAttack
+
+        for attack in (RandomAttack(agent, args.epsilon), CriticAttack(agent, args.epsilon), MADAttack(agent, args.epsilon)):
+            attacked = evaluate(agent, args.env_id, episodes=args.eval_episodes, seed=args.seed + 10_000, attack=attack)
+            writer.add_scalar(f"eval/{attack.name}_return", float(np.mean(attacked)), global_step)
+            print(f"eval: {attack.name} return {np.mean(attacked):.1f} +- {np.std(attacked):.1f} (eps {args.epsilon})")
 
     for env in envs:
         env.close()

@@ -622,7 +622,8 @@ if __name__ == "__main__":
             writer.add_scalar("eval/episodic_return", episodic_return, idx)
         writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
         print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
-        # the attacks that need no training, at the training budget (all six: eval_attacks.py --attacks all)
+    if args.eval_episodes > 0 and args.epsilon is not None:
+        # the attacks that need no training, at the env's budget (all six: eval_attacks.py --attacks all)
         from attacks.critic import CriticAttack
         from attacks.mad import MADAttack
         from attacks.random import RandomAttack
