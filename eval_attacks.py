@@ -10,6 +10,7 @@ vectorized across --num-envs environments and every attack is batched over them.
 """
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -206,7 +207,10 @@ def run_model(path, args, epsilon_override=None):
 
     result["natural"] = run("natural", None)
     for name in names:
-        candidates = make_attack(name, policy, epsilon, args, path, env_id)
+        try:
+            candidates = make_attack(name, policy, epsilon, args, path, env_id)
+        except (ValueError, OSError) as e:  # no critic in the checkpoint, an unreadable or unwritable attack cache
+            fail(f"{path}: {name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
         runs = [run(name, attack) for attack in candidates]
         best = min(range(len(runs)), key=lambda i: runs[i]["mean"])  # the strongest of a grid (robust Sarsa)
         result["attacks"][name] = runs[best]
@@ -257,6 +261,13 @@ def provenance():
                 machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu", versions=dict(torch=torch.__version__, gymnasium=gym.__version__, mujoco=mujoco.__version__))
 
 
+def write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def plot_sweep(sweep, path):
     import matplotlib
 
@@ -283,11 +294,24 @@ def main(args):
     if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps) <= 0:
         fail("--rs-steps, --sa-rl-steps and --pa-ad-steps must be positive")
     for e in ([args.epsilon] if args.epsilon is not None else []) + list(args.epsilons or []):
-        if e < 0:
-            fail(f"attack budget must be >= 0, got {e}")
+        if not 0 <= e < math.inf:
+            fail(f"attack budget must be finite and >= 0, got {e}")
     if args.plot and not args.epsilons:
         fail("--plot needs --epsilons")
+    if args.torch_threads <= 0:
+        fail(f"--torch-threads must be positive, got {args.torch_threads}")
     expand_attacks(args.attacks)
+    # fail now, not after an hour of evaluation: every model readable, every output folder writable
+    from attacks.checkpoint import CheckpointError, read_checkpoint
+
+    for path in args.model:
+        try:
+            read_checkpoint(path)
+        except CheckpointError as e:
+            fail(str(e))
+    for out_path in (args.json, args.markdown, args.plot):
+        if out_path and not os.access(os.path.dirname(os.path.abspath(out_path)), os.W_OK):
+            fail(f"{out_path}: its folder does not exist or is not writable")
     torch.set_num_threads(args.torch_threads)
     out = dict(schema=SCHEMA, **provenance())
     if args.epsilons:
@@ -305,11 +329,9 @@ def main(args):
         print(table(results))
         out["results"] = results
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_atomic(args.json, json.dumps(out, indent=1))
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table(results) + "\n")
+        write_atomic(args.markdown, table(results) + "\n")
     if args.track:
         import wandb
 

@@ -599,6 +599,7 @@ if __name__ == "__main__":
         writer.add_scalar("robust/kappa", args.kappa, global_step)
         writer.add_scalar("robust/kl_start", kl_start.item(), global_step)
         writer.add_scalar("robust/kl_end", kl_end.item(), global_step)
+        writer.add_scalar("robust/kl", kl_end.item(), global_step)
         writer.add_scalar("robust/loss", robust_loss.item(), global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
         recent = float(np.mean(recent_returns[-10:])) if recent_returns else float("nan")

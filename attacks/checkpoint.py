@@ -110,16 +110,22 @@ def read_checkpoint(path):
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: the 'robust_rl' metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the 'robust_rl' metadata is not a JSON object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this tool reads format {FORMAT}")
     for key in ("env_id", "obs_dim", "act_dim", "activation", "obs_clip", "norm_eps"):
         if key not in meta:
             raise CheckpointError(f"{path}: metadata lacks {key!r}")
+    if meta["activation"] not in ("tanh", "relu"):
+        raise CheckpointError(f"{path}: unknown activation {meta['activation']!r} (tanh or relu)")
     return tensors, meta
 
 
 def load_checkpoint(path, env_id=None, obs_dim=None, act_dim=None, batch_invariant=True):
-    """Rebuild the frozen Policy; env_id/obs_dim/act_dim, when given, must match the checkpoint.
+    """Rebuild the frozen Policy; env_id/obs_dim/act_dim, when given, must match the checkpoint. The env check
+    compares the robot (Hopper-v4 and Hopper-v5 are the same model and observation), so a -v4 policy can be
+    evaluated on -v5; another robot or other dims are refused.
     batch_invariant=False computes exactly as the training scripts' nn.Linear does (bit-for-bit)."""
     tensors, meta = read_checkpoint(path)
     if env_id is not None and meta["env_id"].split("-")[0] != env_id.split("-")[0]:

@@ -30,24 +30,37 @@ class PPOConfig:
     num_steps: int = 2048
     """steps per env per rollout (num_envs * num_steps = 2048 per iteration by default)"""
     update_epochs: int = 10
+    """epochs over each rollout"""
     num_minibatches: int = 32
+    """minibatches per epoch"""
     gamma: float = 0.99
+    """discount of the adversary's return"""
     gae_lambda: float = 0.95
+    """GAE lambda"""
     clip_coef: float = 0.2
+    """PPO ratio clip (and value clip)"""
     learning_rate: float = 3e-4
     """Adam, actor and critic alike, linearly annealed to 0"""
     anneal_lr: bool = True
+    """anneal the learning rate linearly to 0"""
     ent_coef: float = 0.0
+    """entropy bonus"""
     vf_coef: float = 0.5
+    """value-loss weight"""
     clip_vloss: bool = True
+    """clipped value loss"""
     max_grad_norm: float = 0.5
+    """global gradient-norm clip (CleanRL's default; 0: off)"""
     norm_adv: bool = True
+    """normalize advantages per minibatch"""
     init_std: float = 1.0
     """initial std of the adversary's Gaussian (before any squashing)"""
     hidden_sizes: tuple = (64, 64)
+    """hidden sizes of the adversary's actor and critic (tanh)"""
     reward_scale: bool = True
     """divide the adversary's reward by the running std of its discounted return (clip +-10), as ppo_continuous.py"""
     reward_clip: float = 10.0
+    """clip of the scaled reward"""
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -284,7 +297,10 @@ def load_attack(path, name, victim_hash, epsilon):
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise ValueError(f"{path}: not a readable safetensors file: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-    meta = json.loads(raw) if raw else {}
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its metadata is not valid JSON") from None
     if meta.get("attack") != name:
         raise ValueError(f"{path}: holds a {meta.get('attack')!r} attack, not {name!r}")
     if meta.get("victim_hash") != victim_hash:
@@ -306,8 +322,11 @@ def fit_or_load(attack, cache, env_id, steps, seed, progress=False):
     if os.path.exists(cache):
         attack.load(cache)
         return True
+    folder = os.path.dirname(os.path.abspath(cache))
+    os.makedirs(folder, exist_ok=True)  # before fitting: an unwritable cache must not cost a 1M-step fit
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"{folder}: cannot write the attack cache here")
     attack.fit(env_id, steps, seed, progress=progress)
-    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     attack.save(cache)
     return False
 

@@ -59,6 +59,8 @@ def parse(log):
 
 def main(args):
     os.makedirs(LOGS, exist_ok=True)
+    if args.extra and not args.tag:
+        sys.exit("error: --extra needs a --tag, so that runs with other flags do not share log names")
     runs = [(s, e, seed) for s in args.scripts for e in args.envs for seed in args.seeds]
     if args.zoo:
         os.makedirs(os.path.join(ROOT, "zoo"), exist_ok=True)
@@ -72,7 +74,8 @@ def main(args):
                 done.sort()
                 ret, ckpt, seed = done[(len(done) - 1) // 2]
                 dst = os.path.join(ROOT, "zoo", f"{script[:-3]}{args.tag}__{env}.safetensors")
-                shutil.copyfile(ckpt, dst)
+                shutil.copyfile(ckpt, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
                 print(f"{script} {env}: returns {[round(r) for r, _, _ in done]} (median {statistics.median([r for r, _, _ in done]):.0f}); seed {seed} ({ret:.0f}) -> {os.path.relpath(dst, ROOT)}")
         return
 
@@ -91,7 +94,7 @@ def main(args):
         codes = list(pool.map(one, runs))
     for run, code in zip(runs, codes):
         print(f"{run}: exit {code}, natural return {parse(log_path(run[0], run[1], run[2], args.tag))[0]}")
-    sys.exit(max(codes) if codes else 0)
+    sys.exit(1 if any(codes) else 0)  # a killed run has a negative code
 
 
 if __name__ == "__main__":

@@ -131,7 +131,10 @@ def test_cli_learned_attacks_train_once_then_load_from_cache(victim, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--epsilon", "-0.1"], "budget must be >= 0"),
+        (["--epsilon", "-0.1"], "budget must be finite and >= 0"),
+        (["--epsilon", "nan"], "budget must be finite and >= 0"),
+        (["--json", "/nonexistent-dir/out.json"], "not writable"),
+        (["--torch-threads", "0"], "--torch-threads must be positive"),
         (["--attacks", "nope"], "unknown attack 'nope'"),
         (["--episodes", "0"], "must be positive"),
     ],

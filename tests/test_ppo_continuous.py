@@ -134,6 +134,13 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     with safe_open(good, "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["robust_rl"])
+    odd = dict(meta, activation="gelu")
+    save_file(tensors, str(tmp_path / "odd.safetensors"), metadata={"robust_rl": json.dumps(odd)})
+    with pytest.raises(CheckpointError, match="unknown activation 'gelu'"):
+        load_checkpoint(str(tmp_path / "odd.safetensors"))
+    save_file(tensors, str(tmp_path / "list.safetensors"), metadata={"robust_rl": "[1]"})
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        load_checkpoint(str(tmp_path / "list.safetensors"))
     meta["env_id"] = "HalfCheetah-v4"
     liar = str(tmp_path / "liar.safetensors")
     save_file(tensors, liar, metadata={"robust_rl": json.dumps(meta)})
