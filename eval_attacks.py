@@ -203,6 +203,7 @@ def run_model(path, args, epsilon_override=None):
             returns = evaluate(policy, env_id, args.episodes, args.seed, args.num_envs, attack, on_episode=lambda: pbar.update(1))
         out = summary(returns)
         out["seconds"] = round(time.time() - t0, 2)
+        print(f"{os.path.basename(path)} eps {epsilon:g} {label}: {out['mean']:.1f} +- {out['std']:.1f} ({out['seconds']:.0f} s)", file=sys.stderr, flush=True)
         return out
 
     result["natural"] = run("natural", None)
