@@ -15,6 +15,7 @@ Reproduce the headline number (Table 2, HalfCheetah eps 0.15: natural 4837, wors
     python barppo.py --env-id HalfCheetah-v4 --kappa 0.3
     python eval_attacks.py --model runs/HalfCheetah-v4__barppo__1__*/barppo.safetensors
 """
+import functools
 import json
 import math
 import os
@@ -364,10 +365,16 @@ def robust_policy_loss(agent, x_hat, actions, old_logprobs, advantages, clip_coe
     return torch.max(pg_loss1, pg_loss2).mean() - ent_coef * entropy.mean()
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit():
+    """The commit the run started from (called once at start-up, then cached), "-dirty" if tracked files differ."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, capture_output=True, timeout=10).returncode != 0
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except Exception:
         return None
 
@@ -391,6 +398,7 @@ def save_checkpoint(path, agent, args, global_step, epsilon=None):
 if __name__ == "__main__":
     args = resolve_args(tyro.cli(Args))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    git_commit()  # record the code the run starts from, not the one at save time
     if args.track:
         import wandb
 

@@ -11,6 +11,7 @@ Reproduce the SA-PPO row of the BARPO paper (Table 2, HalfCheetah eps 0.15: natu
     python sappo.py --env-id HalfCheetah-v4 --kappa 0.1
     python eval_attacks.py --model runs/HalfCheetah-v4__sappo__1__*/sappo.safetensors
 """
+import functools
 import json
 import math
 import os
@@ -357,10 +358,16 @@ def kl_regularizer(agent, x, x_hat):
     return kl.sum(1).mean()
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit():
+    """The commit the run started from (called once at start-up, then cached), "-dirty" if tracked files differ."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, capture_output=True, timeout=10).returncode != 0
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except Exception:
         return None
 
@@ -384,6 +391,7 @@ def save_checkpoint(path, agent, args, global_step, epsilon=None):
 if __name__ == "__main__":
     args = resolve_args(tyro.cli(Args))
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    git_commit()  # record the code the run starts from, not the one at save time
     if args.track:
         import wandb
 
