@@ -360,13 +360,13 @@ def kl_regularizer(agent, x, x_hat):
 
 @functools.lru_cache(maxsize=None)
 def git_commit():
-    """The commit the run started from (called once at start-up, then cached), "-dirty" if tracked files differ."""
+    """The commit the run started from (called once at start-up, then cached), "-dirty" if tracked .py files differ."""
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, capture_output=True, timeout=10).returncode != 0
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "*.py"], cwd=here, capture_output=True, timeout=10).returncode != 0
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except Exception:
         return None
