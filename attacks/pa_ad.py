@@ -21,7 +21,7 @@ from attacks.ppo_adversary import (
     config_dict,
     config_from,
     forward_invariant,
-    load_attack,
+    load_network,
     numpy_mlp,
     numpy_normalizer,
     numpy_weights,
@@ -108,10 +108,6 @@ class PAADAttack:
         save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
 
     def load(self, path):
-        tensors, meta = load_attack(path, NAME, policy_hash(self.policy), self.epsilon)
-        try:
-            self.agent.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: director network does not match the settings ({str(e).splitlines()[0]})") from None
+        load_network(path, NAME, self.policy, self.epsilon, self.agent, "director network")
         self.fitted = True
         return self

@@ -310,6 +310,19 @@ def load_attack(path, name, victim_hash, epsilon):
     return tensors, meta
 
 
+def load_network(path, name, policy, epsilon, module, what):
+    """Load a saved `name` attack for this victim and eps into `module` (in place); returns its metadata.
+    ValueError naming the file if it is another attack, victim or eps, or the network does not match."""
+    from attacks.checkpoint import policy_hash
+
+    tensors, meta = load_attack(path, name, policy_hash(policy), epsilon)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {what} does not match the settings ({str(e).splitlines()[0]})") from None
+    return meta
+
+
 def cache_path(victim_path, victim_hash, name, settings):
     """`<victim_path>.attacks/<name>-<16 hex>.safetensors`, keyed by the victim's hash and the attack's settings
     (pass everything that changes what is learned: attack.settings plus the fit's steps and seed)."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import MLP, forward_invariant, load_attack, numpy_mlp, numpy_normalizer, save_attack
+from attacks.ppo_adversary import MLP, forward_invariant, load_network, numpy_mlp, numpy_normalizer, save_attack
 
 NAME = "rs"
 DEFAULT_STEPS = 200_000  # victim transitions per Q (SA-PPO's sarsa training collected ~10^5-10^6)
@@ -176,11 +176,7 @@ class RobustSarsaAttack:
         save_attack(path, NAME, self.q.state_dict(), meta)
 
     def load(self, path):
-        tensors, meta = load_attack(path, NAME, policy_hash(self.policy), self.epsilon)
-        try:
-            self.q.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: Q network does not match the settings ({str(e).splitlines()[0]})") from None
+        meta = load_network(path, NAME, self.policy, self.epsilon, self.q, "Q network")
         self.reward_scale = meta.get("reward_scale")
         self.fitted = True
         return self

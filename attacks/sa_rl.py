@@ -12,7 +12,17 @@ import numpy as np
 import torch
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import GaussianAgent, config_dict, config_from, forward_invariant, load_attack, numpy_mlp, numpy_normalizer, save_attack, train_ppo
+from attacks.ppo_adversary import (
+    GaussianAgent,
+    config_dict,
+    config_from,
+    forward_invariant,
+    load_network,
+    numpy_mlp,
+    numpy_normalizer,
+    save_attack,
+    train_ppo,
+)
 
 NAME = "sa_rl"
 DEFAULT_STEPS = 1_000_000  # the paper's adversary budget
@@ -57,11 +67,7 @@ class SARLAttack:
         save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
 
     def load(self, path):
-        tensors, meta = load_attack(path, NAME, policy_hash(self.policy), self.epsilon)
-        try:
-            self.agent.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: adversary network does not match the settings ({str(e).splitlines()[0]})") from None
+        load_network(path, NAME, self.policy, self.epsilon, self.agent, "adversary network")
         self.fitted = True
         return self
 
