@@ -179,12 +179,10 @@ def test_eps_zero_gives_the_ppo_loss(name):
     if name == "sappo":
         reg = mod.kl_regularizer(agent, x, x_hat)
         assert abs(reg.item()) < 1e-6
-        torch.testing.assert_close(ppo + 1.0 * reg, ppo)
         assert mod.kl_regularizer(agent, x, x_far).item() > 1e-3  # and not at eps > 0
     else:
         robust = mod.robust_policy_loss(agent, x_hat, actions, old_logprobs, adv, CLIP, ENT)
         torch.testing.assert_close(robust, ppo)
-        torch.testing.assert_close(ppo + 0.0 * robust, ppo)  # kappa = 0 with guidance
         far = mod.robust_policy_loss(agent, x_far, actions, old_logprobs, adv, CLIP, ENT)
         assert abs(far.item() - ppo.item()) > 1e-3  # and not at eps > 0
         if name == "arppo":  # whose adversary minimizes exactly this surrogate
