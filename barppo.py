@@ -6,10 +6,10 @@ Sec. 4.2 and Appendix F.2-F.3, Algorithm 3 (BAR-PPO). Per iteration, for every n
     inner  x_hat = argmax_{|x_hat - x|_inf <= eps_t} KL(pi(.|x) || pi(.|x_hat))        SGLD, 10 steps of eps_t/10, beta 1e-5
     outer  L_bar = -mean g(pi(a|x_hat) / pi_old(a|x), A) - ent_coef * H,   g(r, A) = min(r A, clip(r, 1-c, 1+c) A)
     loss   PPO loss at the clean states + kappa * L_bar       (--no-guidance, "BARPO w/o g": L_bar + value loss)
-As in Algorithm 3 (lines 7-10) the inner problem is solved once per iteration for the whole batch ("in a batch") with
-the policy that collected it; x_hat is a constant in the outer gradient (no second-order terms) through all epochs
-and minibatches; eps_t ramps linearly from 0 to --epsilon over the
-first 75% of the iterations (App. F.3: 732 of 976); kappa per env from Table 8.
+The inner problem is solved for every minibatch with the current policy pi_theta (Algorithm 3, line 8 writes the KL with
+pi_theta, not the collecting pi_theta_t; "in a batch" = vectorized over the minibatch, as in the SA-PPO code the paper
+builds on); x_hat is a constant in the outer gradient (no second-order terms); eps_t ramps linearly from 0 to --epsilon
+over the first 75% of the iterations (App. F.3: 732 of 976); kappa per env from Table 8.
 
 Reproduce the headline number (Table 2, HalfCheetah eps 0.15: natural 4837, worst-case attack 3181; median of 17 seeds):
     python barppo.py --env-id HalfCheetah-v4 --kappa 0.3
@@ -537,10 +537,6 @@ if __name__ == "__main__":
         b_returns = torch.from_numpy(returns.reshape(-1))
         b_values = torch.from_numpy(values.reshape(-1))
 
-        # ALGO LOGIC: BAR-PPO inner problem (Algorithm 3, lines 7-8), solved once per iteration for the whole batch with
-        # the policy that collected it: SGLD maximizes KL(pi(.|x) || pi(.|x_hat)) over the eps_t ball
-        b_obs_adv, kl_start, kl_end = sgld_kl_attack(agent, b_obs, eps_t, args.inner_steps, args.inner_step_size, args.sgld_temperature)
-
         # Optimizing the policy and value network
         clipfracs = []
         for epoch in range(args.update_epochs):
@@ -549,7 +545,6 @@ if __name__ == "__main__":
             e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values = (
                 t[b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
             )
-            e_obs_adv = b_obs_adv[b_inds]
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = slice(start, start + args.minibatch_size)
 
@@ -585,9 +580,11 @@ if __name__ == "__main__":
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
-                # ALGO LOGIC: BAR-PPO outer problem (Algorithm 3, lines 9-10): the clipped surrogate at x_hat, a constant in
-                # the gradient (no second-order terms)
-                robust_loss = robust_policy_loss(agent, e_obs_adv[mb_inds], e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
+                # ALGO LOGIC: BAR-PPO inner problem (Algorithm 3, lines 7-8) with the current policy: SGLD maximizes
+                # KL(pi(.|x) || pi(.|x_hat)) over the eps_t ball; outer problem (lines 9-10): the clipped surrogate at x_hat,
+                # a constant in the gradient (no second-order terms)
+                x_hat, kl_start, kl_end = sgld_kl_attack(agent, e_obs[mb_inds], eps_t, args.inner_steps, args.inner_step_size, args.sgld_temperature)
+                robust_loss = robust_policy_loss(agent, x_hat, e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
                 if args.guidance:
                     loss = loss + args.kappa * robust_loss
                 else:
