@@ -6,10 +6,11 @@ Sec. 3 and Appendix F.1, F.3, Algorithm 2 (AR-PPO). Per iteration, for every nor
     inner  x_hat = argmin_{|x_hat - x|_inf <= eps_t} g(pi(a|x_hat) / pi_old(a|x), A)     PGD, 10 sign steps of eps_t/10
     outer  L_ar = -mean g(pi(a|x_hat) / pi_old(a|x), A) - ent_coef * H,   g(r, A) = min(r A, clip(r, 1-c, 1+c) A)
     loss   PPO loss at the clean states + kappa * L_ar        (--no-guidance, "ARPO": L_ar + value loss)
-with the stored actions, old log-probs and (batch-normalized) GAE advantages fixed. As in Algorithm 2 (lines 7-10) the inner problem is
-solved once per iteration for the whole batch ("in a batch") with the policy that collected it, and x_hat is a
-constant in the outer gradient through all epochs and minibatches (the outer loss uses the minibatch-normalized A);
-eps_t ramps linearly from 0 to --epsilon over the first 75% of the iterations (F.3: 732 of 976).
+with the stored actions, old log-probs and (minibatch-normalized) GAE advantages fixed. The inner problem is solved for
+every minibatch with the current policy pi_theta (Algorithm 2, line 8 writes the ratio with pi_theta, not the
+collecting pi_theta_t; "in a batch" = vectorized over the minibatch, as in the SA-PPO code the paper builds on), and
+x_hat is a constant in the outer gradient; eps_t ramps linearly from 0 to --epsilon over the first 75% of the
+iterations (F.3: 732 of 976).
 
 Reproduce the ARPO rows of the BARPO paper (HalfCheetah eps 0.15; Table 1 "ARPO": natural 1412, worst-case 1079;
 Table 3 "ARPO (w g)": natural 4997, worst-case 1086):
@@ -545,15 +546,6 @@ if __name__ == "__main__":
         b_returns = torch.from_numpy(returns.reshape(-1))
         b_values = torch.from_numpy(values.reshape(-1))
 
-        # ALGO LOGIC: AR-PPO inner problem (Algorithm 2, lines 7-8), solved once per iteration for the whole batch with
-        # the policy that collected it: PGD minimizes the clipped surrogate g(pi(a|x_hat) / pi_t(a|x), A) over the eps_t ball.
-        # A is normalized over the batch like the outer loss's minibatch-normalized A, so each row's sign of A (which
-        # decides the attack's direction) is the one the outer loss sees
-        adv_inner = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8) if args.norm_adv else b_advantages
-        b_obs_adv, surrogate_start, surrogate_end = pgd_surrogate_attack(
-            agent, b_obs, b_actions, b_logprobs, adv_inner, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size
-        )
-
         # Optimizing the policy and value network
         clipfracs = []
         for epoch in range(args.update_epochs):
@@ -562,7 +554,6 @@ if __name__ == "__main__":
             e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values = (
                 t[b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
             )
-            e_obs_adv = b_obs_adv[b_inds]
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = slice(start, start + args.minibatch_size)
 
@@ -598,9 +589,13 @@ if __name__ == "__main__":
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
-                # ALGO LOGIC: AR-PPO outer problem (Algorithm 2, lines 9-10): the clipped surrogate at x_hat, a constant in
-                # the gradient
-                robust_loss = robust_policy_loss(agent, e_obs_adv[mb_inds], e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
+                # ALGO LOGIC: AR-PPO inner problem (Algorithm 2, lines 7-8) with the current policy: PGD minimizes the clipped
+                # surrogate g(pi(a|x_hat) / pi_t(a|x), A) over the eps_t ball, with the minibatch-normalized A the outer loss
+                # uses; outer problem (lines 9-10): the clipped surrogate at x_hat, a constant in the gradient
+                x_hat, surrogate_start, surrogate_end = pgd_surrogate_attack(
+                    agent, e_obs[mb_inds], e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size
+                )
+                robust_loss = robust_policy_loss(agent, x_hat, e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
                 if args.guidance:
                     loss = loss + args.kappa * robust_loss
                 else:
