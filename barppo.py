@@ -358,12 +358,15 @@ def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, gen
 def robust_policy_loss(agent, x_hat, actions, old_logprobs, advantages, clip_coef, ent_coef):
     """The robust loss (L_ar / L_bar of Algorithms 2-3, line 9): the clipped PPO policy loss at the adversarial states
     x_hat with the stored actions, old log-probs (taken at the clean states) and advantages, minus the entropy bonus
-    (the std is state-independent: the entropy is the same at clean and perturbed states). x_hat is a constant."""
-    _, newlogprob, entropy, _ = agent.get_action_and_value(x_hat, actions)
+    (the std is state-independent: the entropy is the same at clean and perturbed states). x_hat is a constant. The
+    actor alone runs at x_hat (get_action_and_value would also run the critic, whose output is not needed here)."""
+    log_std = agent.actor.log_std
+    newlogprob = -0.5 * (((actions - agent.actor(x_hat)) * torch.exp(-log_std)) ** 2).sum(1) - (log_std.sum() + 0.5 * math.log(2 * math.pi) * actions.shape[1])
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
     ratio = (newlogprob - old_logprobs).exp()
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(pg_loss1, pg_loss2).mean() - ent_coef * entropy.mean()
+    return torch.max(pg_loss1, pg_loss2).mean() - ent_coef * entropy
 
 
 @functools.lru_cache(maxsize=None)
