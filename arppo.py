@@ -25,6 +25,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
@@ -410,7 +411,9 @@ def save_checkpoint(path, agent, args, global_step, epsilon=None):
 
 if __name__ == "__main__":
     args = resolve_args(tyro.cli(Args))
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # the folder is created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
+    os.makedirs("runs", exist_ok=True)
+    run_name = os.path.basename(tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs"))
     git_commit()  # record the code the run starts from, not the one at save time
     if args.track:
         import wandb
