@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 import tyro
+from launch import log_path  # the grid's log names are launch.py's (benchmark/ is on sys.path when run as a script)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATTACKS = ("random", "critic", "mad")
@@ -65,8 +66,7 @@ def main(args):
         for env in args.envs:
             naturals = []
             for seed in args.seeds:
-                name = f"{script[:-3]}__{env}__{seed}{args.tag}"
-                ev = closing_eval(os.path.join(ROOT, "benchmark", "logs", f"{name}.log"))
+                ev = closing_eval(log_path(script, env, seed, args.tag))
                 if ev is None:
                     continue
                 naturals.append(ev["natural"])
