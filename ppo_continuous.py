@@ -9,12 +9,16 @@ observation normalization inside the agent, reward scaling by the running std of
 Reproduce the SPO row of the BARPO paper (Table 1, HalfCheetah natural return):
     python ppo_continuous.py --env-id HalfCheetah-v4 --seed 1
     python eval_attacks.py --model runs/HalfCheetah-v4__ppo_continuous__1__*/ppo_continuous.safetensors
+Ctrl-C or SIGTERM saves the run and prints how to continue it exactly (docs/training.md):
+    python ppo_continuous.py --resume runs/HalfCheetah-v4__ppo_continuous__1__*/ppo_continuous.safetensors
 """
+import dataclasses
 import functools
 import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+
+from envs import quiet_warnings
 
 # Per-environment defaults. Learning rates, initial std and value clipping are the SA-PPO vanilla-PPO
 # configs (config_{hopper,walker,halfcheetah}_vanilla_ppo.json); eps (the attack budget, l_inf in
@@ -59,8 +65,10 @@ class Args:
     """the entity (team) of wandb's project"""
     save_model: bool = True
     """whether to save the model (one .safetensors file) into the `runs/{run_name}` folder"""
-    save_every: int = 50
+    save_every: int = 10
     """also save every this many iterations, so a run that dies keeps its last model (0: only at the end)"""
+    resume: Optional[str] = None
+    """continue the run saved in this checkpoint exactly where it stopped (its flags are restored; see docs/training.md)"""
     eval_episodes: int = 10
     """deterministic episodes with the frozen normalizer at the end of training (0: skip)"""
     progress: Optional[bool] = None
@@ -116,12 +124,12 @@ class Args:
     epsilon: Optional[float] = None
     """l_inf attack budget in normalized-observation units (default per env: 0.075 Hopper/Humanoid, 0.05 Walker2d, 0.15 HalfCheetah/Ant)"""
 
-    # to be filled in runtime
-    batch_size: int = 0
+    # to be filled in runtime (hidden from --help)
+    batch_size: tyro.conf.Suppress[int] = 0
     """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
+    minibatch_size: tyro.conf.Suppress[int] = 0
     """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
+    num_iterations: tyro.conf.Suppress[int] = 0
     """the number of iterations (computed in runtime)"""
 
 
@@ -293,8 +301,9 @@ def git_commit():
         return None
 
 
-def save_checkpoint(path, agent, args, global_step, epsilon=None):
-    """One .safetensors file (DESIGN.md section 3), written to a temp file and renamed: a crash never leaves half a model."""
+def save_checkpoint(path, agent, args, global_step, epsilon=None, resume_state=None):
+    """One .safetensors file (docs/checkpoint.md), written to a temp file and renamed: a crash never leaves half a model.
+    resume_state = (tensors, dict) from training_state(): stored under resume/ and the metadata key `resume`."""
     from safetensors.torch import save_file
 
     tensors = {k.replace(".", "/", 1): v.detach().contiguous().clone() for k, v in agent.state_dict().items()}
@@ -302,19 +311,154 @@ def save_checkpoint(path, agent, args, global_step, epsilon=None):
         format=1, script=os.path.basename(__file__), env_id=args.env_id, obs_dim=agent.actor.layers[0].in_features,
         act_dim=agent.actor.layers[-1].out_features, hidden_sizes=list(args.hidden_sizes), activation=args.activation,
         obs_clip=args.obs_clip, norm_eps=agent.obs_norm.eps, epsilon=epsilon, global_step=int(global_step),
-        args=asdict(args), git_commit=git_commit(),
+        args={k: v for k, v in asdict(args).items() if k != "resume"}, git_commit=git_commit(),
     )
+    metadata = {"robust_rl": json.dumps(meta)}
+    if resume_state is not None:
+        tensors.update({f"resume/{k}": v.contiguous().clone() for k, v in resume_state[0].items()})
+        metadata["resume"] = json.dumps(resume_state[1])
     tmp = f"{path}.tmp{os.getpid()}"
-    save_file(tensors, tmp, metadata={"robust_rl": json.dumps(meta)})
+    save_file(tensors, tmp, metadata=metadata)
+    os.chmod(tmp, 0o666 & ~UMASK)  # safetensors creates 0600; a checkpoint is as readable as the run's other files
     os.replace(tmp, path)
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+# derived physics that gymnasium's MuJoCo envs read before their next mj_step (Ant's and Humanoid's "position before"
+# come from xpos/xipos of the previous step); mj_getState does not hold them, so a resumed env would differ without them
+MJ_DERIVED = ("xpos", "xipos", "xquat", "cinert", "cvel", "cfrc_ext", "qfrc_actuator", "subtree_com")
+# flags that do not change a run's arithmetic: --resume takes them from the new command line, all others from the run
+RUNTIME_FLAGS = ("save_model", "save_every", "eval_episodes", "progress", "track", "wandb_project_name", "wandb_entity")
+
+
+def training_state(iteration, global_step, optimizer, rng, envs, next_obs_raw, ret_acc, ret_stats, ep_return, ep_length, recent_returns, wandb_id):
+    """What --resume needs beyond the weights and the normalizer (docs/training.md): the next iteration, Adam's state, the
+    RNG streams (numpy for the rollout noise, torch's for minibatch order and inner loops), every env mid-episode
+    (MuJoCo's integration state with the solver's warm start, the derived quantities above, the time-limit counter and
+    the reset RNG), the reward filter and the episode counters. Returns (tensors, a JSON-able dict)."""
+    import mujoco
+
+    opt = optimizer.state_dict()
+    tensors = {f"adam/{i}/{k}": v for i, state in opt["state"].items() for k, v in state.items()}
+    tensors.update(
+        torch_rng=torch.get_rng_state(), next_obs=torch.from_numpy(next_obs_raw.copy()), ret_acc=torch.from_numpy(ret_acc.copy()),
+        ret_stats=torch.tensor(ret_stats, dtype=torch.float64), ep_return=torch.from_numpy(ep_return.copy()), ep_length=torch.from_numpy(ep_length.copy()),
+    )
+    env_meta = []
+    for i, env in enumerate(envs):
+        u = env.unwrapped
+        physics = np.empty(mujoco.mj_stateSize(u.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(u.model, u.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        tensors[f"env/{i}/physics"] = torch.from_numpy(physics)
+        tensors.update({f"env/{i}/{name}": torch.from_numpy(getattr(u.data, name).copy()) for name in MJ_DERIVED})
+        env_meta.append(dict(elapsed_steps=time_limit(env)._elapsed_steps, np_random=u.np_random.bit_generator.state))
+    meta = dict(iteration=iteration, global_step=int(global_step), np_rng=rng.bit_generator.state, envs=env_meta, adam_groups=opt["param_groups"],
+                recent_returns=[float(r) for r in recent_returns[-10:]], wandb_id=wandb_id)
+    return tensors, meta
+
+
+def restore_training_state(resume, agent, optimizer, rng, envs):
+    """The inverse of training_state() and of the weights' save; returns the loop's own variables."""
+    import mujoco
+
+    tensors, meta = resume["tensors"], resume["meta"]
+    agent.load_state_dict(resume["weights"])
+    n_params = len(meta["adam_groups"][0]["params"]) + len(meta["adam_groups"][1]["params"])
+    adam = {i: {k: tensors[f"adam/{i}/{k}"] for k in ("step", "exp_avg", "exp_avg_sq")} for i in range(n_params) if f"adam/{i}/step" in tensors}
+    optimizer.load_state_dict({"state": adam, "param_groups": meta["adam_groups"]})
+    torch.set_rng_state(tensors["torch_rng"])
+    rng.bit_generator.state = meta["np_rng"]
+    for i, (env, env_meta) in enumerate(zip(envs, meta["envs"])):
+        env.reset()  # gymnasium refuses to step an env that was never reset; the state is then overwritten
+        u = env.unwrapped
+        mujoco.mj_setState(u.model, u.data, tensors[f"env/{i}/physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        for name in MJ_DERIVED:
+            getattr(u.data, name)[...] = tensors[f"env/{i}/{name}"].numpy()
+        time_limit(env)._elapsed_steps = env_meta["elapsed_steps"]
+        u.np_random.bit_generator.state = env_meta["np_random"]
+    ret_stats = tensors["ret_stats"].tolist()
+    return (meta["iteration"], meta["global_step"], tensors["next_obs"].numpy().copy(), tensors["ret_acc"].numpy().copy(), *ret_stats,
+            tensors["ep_return"].numpy().copy(), tensors["ep_length"].numpy().copy(), list(meta["recent_returns"]))
+
+
+def time_limit(env):
+    while not isinstance(env, gym.wrappers.TimeLimit):
+        env = env.env
+    return env
+
+
+def load_resume(cli):
+    """--resume PATH: the saved run's Args (RUNTIME_FLAGS from this command line; any other flag given must match the
+    run's) and its state. Every problem is a one-line error."""
+    from safetensors import safe_open
+
+    path = cli.resume
+    if not os.path.isfile(path):
+        fail(f"--resume {path}: {'is a folder, not a checkpoint' if os.path.isdir(path) else 'no such file'}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k[len("resume/"):]: f.get_tensor(k) for k in f.keys() if k.startswith("resume/")}
+            weights = {k.replace("/", ".", 1): f.get_tensor(k) for k in f.keys() if not k.startswith("resume/")}
+        meta = json.loads(header["robust_rl"])
+    except Exception as e:
+        fail(f"--resume {path}: not a readable robust-rl checkpoint ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
+    if meta.get("script") != os.path.basename(__file__):
+        fail(f"--resume {path}: written by {meta.get('script')}; resume it with that script")
+    if "resume" not in header:
+        fail(f"--resume {path}: holds no training state (a copied or pre-resume checkpoint, e.g. from zoo/); start a new run instead")
+    state = json.loads(header["resume"])
+    names = {f.name for f in dataclasses.fields(Args)} - {"resume", "batch_size", "minibatch_size", "num_iterations"}
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["args"].items() if k in names}
+    default = Args()
+    for name in sorted(names - set(RUNTIME_FLAGS)):
+        given = getattr(cli, name)
+        if given != getattr(default, name) and given != stored.get(name, getattr(default, name)):
+            fail(f"--resume restores the run's flags: --{name.replace('_', '-')} {given} differs from the run's {stored.get(name)}")
+    args = Args(**{**stored, **{k: getattr(cli, k) for k in RUNTIME_FLAGS}, "resume": path})
+    return args, dict(tensors=tensors, meta=state, weights=weights)
+
+
+class Interrupt:
+    """SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) inside the training loop set `signum`: the loop finishes its
+    iteration, saves and exits 128 + signum. A second signal, or one outside the loop, exits at once with one line
+    (no traceback from inside MuJoCo)."""
+
+    def __init__(self):
+        self.signum, self.in_loop, self.saved = None, False, None
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+    def __call__(self, signum, frame):
+        if self.in_loop and self.signum is None:
+            self.signum = signum
+            print(f"{signal.Signals(signum).name}: finishing this iteration, then saving (again to quit at once)", file=sys.stderr, flush=True)
+            return
+        where = f"; the last checkpoint is {self.saved}" if self.saved else ""
+        print(f"{signal.Signals(signum).name}: exiting without saving{where}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
-    args = resolve_args(tyro.cli(Args))
-    # the folder is created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
-    os.makedirs("runs", exist_ok=True)
-    run_name = os.path.basename(tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs"))
+    interrupt = Interrupt()
+    quiet_warnings()
+    args = tyro.cli(Args)
+    resume = None
+    if args.resume:
+        args, resume = load_resume(args)
+    args = resolve_args(args)
+    if resume is None:
+        # the folder is created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
+        os.makedirs("runs", exist_ok=True)
+        run_dir = tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
+        os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
+        ckpt_path = f"{run_dir}/{args.exp_name}.safetensors"
+    else:  # a resumed run continues in its folder and overwrites the checkpoint it resumed from
+        run_dir, ckpt_path = os.path.dirname(args.resume) or ".", args.resume
+    run_name = os.path.basename(os.path.abspath(run_dir))
     git_commit()  # record the code the run starts from, not the one at save time
+    wandb_id = None
     if args.track:
         import wandb
 
@@ -326,10 +470,14 @@ if __name__ == "__main__":
             name=run_name,
             monitor_gym=False,
             save_code=True,
+            id=resume["meta"]["wandb_id"] if resume else None,
+            resume="allow",
         )
+        wandb_id = wandb.run.id
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(f"runs/{run_name}")
+    # resuming drops what the run logged after its checkpoint (those iterations run again)
+    writer = SummaryWriter(run_dir, purge_step=resume["meta"]["global_step"] if resume else None)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -364,20 +512,29 @@ if __name__ == "__main__":
     ends = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
     # TRY NOT TO MODIFY: start the game
-    global_step = 0
-    start_time = time.time()
-    next_obs_raw = np.stack([env.reset(seed=args.seed + i)[0] for i, env in enumerate(envs)])
-    ret_acc = np.zeros(args.num_envs)  # discounted return, for reward scaling
-    ret_mean, ret_var, ret_count = 0.0, 1.0, 1e-4
-    ep_return, ep_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns = []
-    ckpt_path = f"runs/{run_name}/{args.exp_name}.safetensors"
+    if resume is None:
+        start_iteration, global_step = 1, 0
+        next_obs_raw = np.stack([env.reset(seed=args.seed + i)[0] for i, env in enumerate(envs)])
+        ret_acc = np.zeros(args.num_envs)  # discounted return, for reward scaling
+        ret_mean, ret_var, ret_count = 0.0, 1.0, 1e-4
+        ep_return, ep_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
+        recent_returns = []
+    else:  # exactly where the saved run stopped: weights, normalizer, Adam, RNG streams, envs mid-episode, filters
+        start_iteration, global_step, next_obs_raw, ret_acc, ret_mean, ret_var, ret_count, ep_return, ep_length, recent_returns = restore_training_state(
+            resume, agent, optimizer, rng, envs
+        )
+        if start_iteration > args.num_iterations:
+            print(f"{ckpt_path}: the run already finished at step {global_step}; nothing to resume")
+            sys.exit(0)
+        print(f"resumed {ckpt_path} at step {global_step}", flush=True)
+    start_time, start_step = time.time(), global_step
 
     from tqdm import tqdm
 
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
-    pbar = tqdm(total=args.num_iterations * args.batch_size, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
-    for iteration in range(1, args.num_iterations + 1):
+    pbar = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
+    interrupt.in_loop = True
+    for iteration in range(start_iteration, args.num_iterations + 1):
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -509,7 +666,7 @@ if __name__ == "__main__":
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
         writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
@@ -525,12 +682,20 @@ if __name__ == "__main__":
         if not show_bar and (iteration == 1 or iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
             eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
             print(f"iter {iteration}/{args.num_iterations} step {global_step} return(last10) {recent:.1f} SPS {sps} ETA {eta/60:.1f} min", flush=True)
-        if args.save_model and args.save_every and iteration % args.save_every == 0:
-            save_checkpoint(ckpt_path, agent, args, global_step)
+        if args.save_model and ((args.save_every and iteration % args.save_every == 0) or interrupt.signum or iteration == args.num_iterations):
+            state = training_state(iteration + 1, global_step, optimizer, rng, envs, next_obs_raw, ret_acc, (ret_mean, ret_var, ret_count), ep_return, ep_length, recent_returns, wandb_id)
+            save_checkpoint(ckpt_path, agent, args, global_step, resume_state=state)
+            interrupt.saved = ckpt_path
+        if interrupt.signum:
+            pbar.close()
+            writer.close()
+            saved = f"saved {ckpt_path}; resume with --resume {ckpt_path}" if args.save_model else "nothing saved (--no-save-model)"
+            print(f"interrupted at step {global_step}; {saved}", file=sys.stderr, flush=True)
+            sys.exit(128 + interrupt.signum)
+    interrupt.in_loop = False
     pbar.close()
 
     if args.save_model:
-        save_checkpoint(ckpt_path, agent, args, global_step)
         print(f"model saved to {ckpt_path}")
     if args.eval_episodes > 0:
         from eval_attacks import evaluate
