@@ -10,9 +10,18 @@ sys.path.insert(0, ROOT)
 torch.set_num_threads(1)
 
 
-def run(script, *args, cwd=None, timeout=600):
-    """Run a repo script in a subprocess (cwd: where runs/ goes); returns CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
+def script_env(python_warnings="ignore"):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("PYTHONWARNINGS", None)
+    if python_warnings:
+        env["PYTHONWARNINGS"] = python_warnings
+    return env
+
+
+def run(script, *args, cwd=None, timeout=600, python_warnings="ignore"):
+    """Run a repo script in a subprocess (cwd: where runs/ goes); returns CompletedProcess. python_warnings=None shows
+    Python's warnings as a user sees them."""
+    env = script_env(python_warnings)
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -1,14 +1,19 @@
-"""ppo_continuous.py: GAE, normalizer, log-prob, checkpoint format, smoke runs, determinism, a learning check."""
+"""ppo_continuous.py: GAE, normalizer, log-prob, checkpoint format, smoke runs, determinism, interrupt and exact resume
+(all four training scripts), quiet output, a learning check."""
 import glob
 import json
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, run
+from conftest import one_line_error, run, script_env
+from safetensors import safe_open
 
 import ppo_continuous as P
 from attacks.checkpoint import CheckpointError, load_checkpoint, policy_hash
@@ -94,7 +99,7 @@ def test_checkpoint_round_trip_bit_for_bit(tmp_path):
     assert torch.equal(agent.actor.log_std, policy.actor.log_std)
     # the default, batch-invariant evaluation forward agrees to float32 rounding
     torch.testing.assert_close(load_checkpoint(path)[0].actor(torch.from_numpy(x_loaded)), policy.actor(torch.from_numpy(x_loaded)))
-    # plain safetensors is enough to read it (DESIGN.md section 3)
+    # plain safetensors is enough to read it (docs/checkpoint.md)
     from safetensors import safe_open
 
     with safe_open(path, "np") as f:
@@ -189,16 +194,99 @@ def test_learns_inverted_pendulum(tmp_path):
     assert ret >= 500, proc.stdout[-2000:]
 
 
+# tiny budgets: if a check regresses, the run trains for a second and the test fails at once, not at a timeout
+TINY = ("--env-id", "Hopper-v4", "--total-timesteps", 128, "--num-steps", 64, "--num-minibatches", 2, "--update-epochs", 1, "--eval-episodes", 0)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--env-id", "NoSuchEnv-v0"], "unknown env id"),
         (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
-        (["--num-minibatches", "7"], "does not divide the batch size 2048"),
+        (["--num-minibatches", "7"], "does not divide the batch size 64"),
         (["--learning-rate", "0"], "--learning-rate must be positive"),
         (["--hidden-sizes", "64", "0"], "--hidden-sizes"),
+        (["--resume", "nowhere.safetensors"], "no such file"),
     ],
 )
 def test_bad_input_exit_2(tmp_path, args, message):
-    line = one_line_error(run("ppo_continuous.py", *args, cwd=tmp_path))
+    line = one_line_error(run("ppo_continuous.py", *TINY, *args, cwd=tmp_path, timeout=60))
     assert message in line
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, root):
+    zoo = os.path.join(root, "zoo", "ppo_continuous__Hopper-v4.safetensors")
+    assert "holds no training state" in one_line_error(run("ppo_continuous.py", "--resume", zoo, cwd=tmp_path, timeout=60))
+    barppo = os.path.join(root, "zoo", "barppo__Hopper-v4.safetensors")
+    assert "written by barppo.py" in one_line_error(run("ppo_continuous.py", "--resume", barppo, cwd=tmp_path, timeout=60))
+    assert "is a folder" in one_line_error(run("ppo_continuous.py", "--resume", os.path.join(root, "zoo"), cwd=tmp_path, timeout=60))
+    proc = run("ppo_continuous.py", *TINY, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "ppo_continuous.safetensors"))
+    line = one_line_error(run("ppo_continuous.py", "--resume", path, "--learning-rate", 0.1, cwd=tmp_path, timeout=60))
+    assert "--learning-rate 0.1 differs from the run's 0.0003" in line
+    done = run("ppo_continuous.py", "--resume", path, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and "already finished at step 128" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+RESUME_ARGS = ("--env-id", "Hopper-v4", "--total-timesteps", 3072, "--num-steps", 512, "--num-minibatches", 8, "--update-epochs", 2,
+               "--eval-episodes", 0, "--progress", "False", "--save-every", 0)
+
+
+def read_all(path):
+    with safe_open(path, framework="pt") as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,sig", [("ppo_continuous", signal.SIGINT), ("sappo", signal.SIGTERM), ("arppo", signal.SIGINT), ("barppo", signal.SIGTERM)])
+def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig):
+    """Signal a run after its second iteration: it saves and exits 128 + signum with one line; --resume then ends with a
+    checkpoint equal, tensor for tensor (weights, normalizer, Adam, RNGs, envs) and in its metadata, to an uninterrupted run."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = run(f"{script}.py", *RESUME_ARGS, cwd=tmp_path / "a", timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, os.path.join(root, f"{script}.py"), *map(str, RESUME_ARGS)], cwd=tmp_path / "b",
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter 2/6"):
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert "Traceback" not in err
+    (path,) = glob.glob(str(tmp_path / "b" / "runs" / "*" / f"{script}.safetensors"))
+    rel = os.path.relpath(path, tmp_path / "b")
+    # the signal lands in iteration 3 at the latest (it may arrive after iteration 2's line, while iteration 3 runs)
+    m = re.fullmatch(rf"interrupted at step (1024|1536); saved {re.escape(rel)}; resume with --resume {re.escape(rel)}", err.strip().splitlines()[-1])
+    assert m, err[-2000:]
+    resumed = run(f"{script}.py", "--resume", rel, "--eval-episodes", 0, "--progress", "False", "--save-every", 0, cwd=tmp_path / "b", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed {rel} at step {m.group(1)}" in resumed.stdout
+    (ref,) = glob.glob(str(tmp_path / "a" / "runs" / "*" / f"{script}.safetensors"))
+    (meta_a, tensors_a), (meta_b, tensors_b) = read_all(ref), read_all(path)
+    assert meta_a == meta_b
+    assert tensors_a.keys() == tensors_b.keys() and any(k.startswith("resume/env/") for k in tensors_a)
+    for k in tensors_a:
+        assert torch.equal(tensors_a[k], tensors_b[k]), k
+
+
+@pytest.mark.slow
+def test_two_envs_quiet_output_and_readable_files(tmp_path):
+    """--num-envs 2 on HalfCheetah-v4, with Python's warnings as a user sees them: MuJoCo's settotalmass deprecation
+    never shows (nor MUJOCO_LOG.TXT), gymnasium's -v4 notice once; the run folder and checkpoint are group-readable."""
+    proc = run("ppo_continuous.py", "--env-id", "HalfCheetah-v4", "--num-envs", 2, "--total-timesteps", 512, "--num-steps", 128,
+               "--num-minibatches", 4, "--update-epochs", 1, "--eval-episodes", 1, cwd=tmp_path, timeout=300, python_warnings=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "settotalmass" not in proc.stderr and not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert proc.stderr.count("HalfCheetah-v4 is out of date") == 1, proc.stderr
+    (path,) = glob.glob(str(tmp_path / "runs" / "HalfCheetah-v4__ppo_continuous__1__*" / "ppo_continuous.safetensors"))
+    assert load_checkpoint(path)[1]["global_step"] == 512
+    assert os.stat(path).st_mode & 0o044 == 0o044 and os.stat(os.path.dirname(path)).st_mode & 0o055 == 0o055
+
+
+def test_help_hides_computed_fields():
+    out = run("ppo_continuous.py", "--help", timeout=60).stdout
+    assert "--num-minibatches" in out and "--resume" in out
+    assert "--batch-size" not in out and "--minibatch-size" not in out and "--num-iterations" not in out
