@@ -5,7 +5,9 @@ Paper: "On the Tension Between Optimality and Adversarial Robustness in Policy O
 Sec. 4.2 and Appendix F.2-F.3, Algorithm 3 (BAR-PPO). Per iteration, for every normalized observation x of the batch:
     inner  x_hat = argmax_{|x_hat - x|_inf <= eps_t} KL(pi(.|x) || pi(.|x_hat))        SGLD, 10 steps of eps_t/10, beta 1e-5
     outer  L_bar = -mean g(pi(a|x_hat) / pi_old(a|x), A) - ent_coef * H,   g(r, A) = min(r A, clip(r, 1-c, 1+c) A)
-    loss   PPO loss at the clean states + kappa * L_bar       (--no-guidance, "BARPO w/o g": L_bar + value loss)
+    loss   PPO loss at the clean states (no entropy) + kappa * L_bar       (--no-guidance, "BARPO w/o g": L_bar + value loss)
+The inner loop is SA-PPO's SGLD routine (start x + (eps_t/10) sign(N(0,1)), noise inside the sign, beta 1e-5), which the
+paper names and its author's CAR-RL code uses.
 The inner problem is solved for every minibatch with the current policy pi_theta (Algorithm 3, line 8 writes the KL with
 pi_theta, not the collecting pi_theta_t; "in a batch" = vectorized over the minibatch, as in the SA-PPO code the paper
 builds on); x_hat is a constant in the outer gradient (no second-order terms); eps_t ramps linearly from 0 to --epsilon
@@ -145,7 +147,7 @@ class Args:
     inner_step_size: float = 0.1
     """SGLD step size as a fraction of the current eps (0.1: eps/10)"""
     sgld_temperature: float = 1e-5
-    """SGLD temperature beta: each step adds sqrt(2 * step size) * beta * N(0, 1)"""
+    """SGLD inverse temperature beta (SA-PPO's 1e-5): step k adds sqrt(2 * step * beta) / (k + 2) * N(0, 1) to the gradient"""
 
     # to be filled in runtime (hidden from --help)
     batch_size: tyro.conf.Suppress[int] = 0
@@ -344,24 +346,26 @@ def make_actor_vjp(actor):
 
 
 def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, generator=None):
-    """x_hat = argmax_{|x_hat - x|_inf <= eps} KL(pi(.|x) || pi(.|x_hat)), batched over the rows of x, by SGLD: uniform
-    random start in the ball, then `steps` sign-gradient ascent steps of step_size * eps plus Langevin noise
-    sqrt(2 * step) * temperature * N(0, 1), each projected onto the ball (no re-clip to +-obs_clip). Both Gaussians share
-    the state-independent std, so KL = sum((mean(x) - mean(x_hat))^2 / (2 std^2)).
-    Returns x_hat (a constant: no autograd graph) and the batch-mean KL at the random start and at x_hat."""
+    """x_hat = argmax_{|x_hat - x|_inf <= eps} D(x_hat), batched over the rows of x, with SA-PPO's objective and SGLD
+    (its code's get_state_kl_bound_sgld): D = mean over the batch of sum(((mean(x_hat) - mean(x)) / std)^2), twice the
+    Gaussian KL(pi(.|x) || pi(.|x_hat)) (both share the state-independent std). D is flat at x_hat = x, so the start is
+    x + step * sign(N(0, 1)); then `steps` steps delta += step * sign(dD/dx_hat + sqrt(2 step beta) / (k + 2) * N(0, 1)),
+    each projected onto the ball (no re-clip to +-obs_clip); step = step_size * eps, beta = temperature.
+    Returns x_hat (a constant: no autograd graph) and the batch-mean KL (D / 2) at the start and at x_hat."""
     step = step_size * eps
     with torch.no_grad():
         mean0 = agent.actor(x)
         inv_var = torch.exp(-2 * agent.actor.log_std)
-        delta = (2 * torch.rand(x.shape, generator=generator) - 1) * eps
-        noise = math.sqrt(2 * step) * temperature * torch.randn((steps, *x.shape), generator=generator)
+        delta = step * torch.randn(x.shape, generator=generator).sign()
+        noise = torch.randn((steps, *x.shape), generator=generator)
         vjp = make_actor_vjp(agent.actor)
         for k in range(steps):
             mean, backward = vjp(x + delta)
             if k == 0:
                 kl_start = 0.5 * ((mean - mean0) ** 2 * inv_var).sum(1).mean()
-            ascent = backward((mean - mean0) * inv_var).sign()  # sign of d KL / d x_hat
-            delta = delta.add_(ascent, alpha=step).add_(noise[k]).clamp_(-eps, eps)
+            grad = backward((mean - mean0) * inv_var * (2 / x.shape[0]))  # dD/dx_hat: the noise is scaled against it
+            ascent = grad.add_(noise[k], alpha=math.sqrt(2 * step * temperature) / (k + 2)).sign_()
+            delta = delta.add_(ascent, alpha=step).clamp_(-eps, eps)
         kl_end = 0.5 * ((agent.actor(x + delta) - mean0) ** 2 * inv_var).sum(1).mean()
         return x + delta, kl_start, kl_end
 
@@ -751,8 +755,8 @@ if __name__ == "__main__":
                 # a constant in the gradient (no second-order terms)
                 x_hat, kl_start, kl_end = sgld_kl_attack(agent, e_obs[mb_inds], eps_t, args.inner_steps, args.inner_step_size, args.sgld_temperature)
                 robust_loss = robust_policy_loss(agent, x_hat, e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
-                if args.guidance:
-                    loss = loss + args.kappa * robust_loss
+                if args.guidance:  # line 10: the vanilla PPO term has no entropy bonus; L_bar carries it (as CAR-RL's code)
+                    loss = pg_loss + v_loss * args.vf_coef + args.kappa * robust_loss
                 else:
                     loss = robust_loss + v_loss * args.vf_coef
 

@@ -3,8 +3,9 @@
 Adversarial Perturbations on State Observations", NeurIPS; the SGLD variant), a fork of ppo_continuous.py.
 
 Per minibatch of normalized observations x (the SA-PPO baseline of the BARPO paper, arXiv 2512.01228, Sec. 5.1, F.3):
-    inner  x_hat = argmax_{|x_hat - x|_inf <= eps_t} KL(pi(.|x) || pi(.|x_hat))        SGLD, 10 steps of eps_t/10, beta 1e-5
-    loss   PPO loss + kappa * mean KL(pi(.|x) || pi(.|x_hat)),   pi(.|x) detached, x_hat a constant
+    inner  x_hat = argmax_{|x_hat - x|_inf <= eps_t} D(x, x_hat)            SA-PPO's SGLD, 10 steps of eps_t/10, beta 1e-5
+    loss   PPO loss + kappa * mean D(x, x_hat),   D = sum(((mu(x_hat) - mu(x)) / sigma)^2) = 2 KL(pi(.|x) || pi(.|x_hat)),
+           mu(x) detached, x_hat a constant (D is the quantity SA-PPO's code regularizes: its kappa is ours)
 eps_t ramps linearly from 0 to --epsilon over the first 75% of the iterations (F.3: 732 of 976).
 
 Reproduce the SA-PPO row of the BARPO paper (Table 2, HalfCheetah eps 0.15: natural 4780, worst-case attack 1443):
@@ -137,7 +138,7 @@ class Args:
     inner_step_size: float = 0.1
     """SGLD step size as a fraction of the current eps (0.1: eps/10)"""
     sgld_temperature: float = 1e-5
-    """SGLD temperature beta: each step adds sqrt(2 * step size) * beta * N(0, 1)"""
+    """SGLD inverse temperature beta (SA-PPO's 1e-5): step k adds sqrt(2 * step * beta) / (k + 2) * N(0, 1) to the gradient"""
 
     # to be filled in runtime (hidden from --help)
     batch_size: tyro.conf.Suppress[int] = 0
@@ -336,36 +337,38 @@ def make_actor_vjp(actor):
 
 
 def sgld_kl_attack(agent, x, eps, steps=10, step_size=0.1, temperature=1e-5, generator=None):
-    """x_hat = argmax_{|x_hat - x|_inf <= eps} KL(pi(.|x) || pi(.|x_hat)), batched over the rows of x, by SGLD: uniform
-    random start in the ball, then `steps` sign-gradient ascent steps of step_size * eps plus Langevin noise
-    sqrt(2 * step) * temperature * N(0, 1), each projected onto the ball (no re-clip to +-obs_clip). Both Gaussians share
-    the state-independent std, so KL = sum((mean(x) - mean(x_hat))^2 / (2 std^2)).
-    Returns x_hat (a constant: no autograd graph) and the batch-mean KL at the random start and at x_hat."""
+    """x_hat = argmax_{|x_hat - x|_inf <= eps} D(x_hat), batched over the rows of x, with SA-PPO's objective and SGLD
+    (its code's get_state_kl_bound_sgld): D = mean over the batch of sum(((mean(x_hat) - mean(x)) / std)^2), twice the
+    Gaussian KL(pi(.|x) || pi(.|x_hat)) (both share the state-independent std). D is flat at x_hat = x, so the start is
+    x + step * sign(N(0, 1)); then `steps` steps delta += step * sign(dD/dx_hat + sqrt(2 step beta) / (k + 2) * N(0, 1)),
+    each projected onto the ball (no re-clip to +-obs_clip); step = step_size * eps, beta = temperature.
+    Returns x_hat (a constant: no autograd graph) and the batch-mean KL (D / 2) at the start and at x_hat."""
     step = step_size * eps
     with torch.no_grad():
         mean0 = agent.actor(x)
         inv_var = torch.exp(-2 * agent.actor.log_std)
-        delta = (2 * torch.rand(x.shape, generator=generator) - 1) * eps
-        noise = math.sqrt(2 * step) * temperature * torch.randn((steps, *x.shape), generator=generator)
+        delta = step * torch.randn(x.shape, generator=generator).sign()
+        noise = torch.randn((steps, *x.shape), generator=generator)
         vjp = make_actor_vjp(agent.actor)
         for k in range(steps):
             mean, backward = vjp(x + delta)
             if k == 0:
                 kl_start = 0.5 * ((mean - mean0) ** 2 * inv_var).sum(1).mean()
-            ascent = backward((mean - mean0) * inv_var).sign()  # sign of d KL / d x_hat
-            delta = delta.add_(ascent, alpha=step).add_(noise[k]).clamp_(-eps, eps)
+            grad = backward((mean - mean0) * inv_var * (2 / x.shape[0]))  # dD/dx_hat: the noise is scaled against it
+            ascent = grad.add_(noise[k], alpha=math.sqrt(2 * step * temperature) / (k + 2)).sign_()
+            delta = delta.add_(ascent, alpha=step).clamp_(-eps, eps)
         kl_end = 0.5 * ((agent.actor(x + delta) - mean0) ** 2 * inv_var).sum(1).mean()
         return x + delta, kl_start, kl_end
 
 
 def kl_regularizer(agent, x, x_hat):
-    """SA-PPO's regularizer: the batch mean of KL(pi(.|x) || pi(.|x_hat)) with the clean distribution pi(.|x) detached;
-    gradients reach the actor (mean head and log-std) through pi(.|x_hat) only. x_hat is a constant."""
+    """SA-PPO's regularizer as its code computes it: the batch mean of sum(((mean(x_hat) - mean(x)) / std)^2), twice the
+    Gaussian KL(pi(.|x) || pi(.|x_hat)) in value and gradient (so kappa means what SA-PPO's robust_ppo_reg means). mean(x)
+    is detached; gradients reach the mean head through x_hat and the log-std through std (SA-PPO does not detach it).
+    x_hat is a constant."""
     with torch.no_grad():
-        mean0, log_std0 = agent.actor(x), agent.actor.log_std.clone()
-    mean, log_std = agent.actor(x_hat), agent.actor.log_std
-    kl = log_std - log_std0 + (torch.exp(2 * log_std0) + (mean0 - mean) ** 2) / (2 * torch.exp(2 * log_std)) - 0.5
-    return kl.sum(1).mean()
+        mean0 = agent.actor(x)
+    return (((agent.actor(x_hat) - mean0) * torch.exp(-agent.actor.log_std)) ** 2).sum(1).mean()
 
 
 @functools.lru_cache(maxsize=None)
@@ -735,7 +738,7 @@ if __name__ == "__main__":
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
                 # ALGO LOGIC: SA-PPO. SGLD finds x_hat maximizing KL(pi(.|x) || pi(.|x_hat)) over the eps_t ball; the
-                # policy then minimizes that KL (clean distribution detached, x_hat a constant)
+                # policy then minimizes SA-PPO's D = 2 KL there (clean mean detached, x_hat a constant)
                 x_hat, kl_start, kl_end = sgld_kl_attack(agent, e_obs[mb_inds], eps_t, args.inner_steps, args.inner_step_size, args.sgld_temperature)
                 robust_loss = kl_regularizer(agent, e_obs[mb_inds], x_hat)
                 loss = loss + args.kappa * robust_loss

@@ -101,7 +101,10 @@ def test_one_inner_step_is_the_autograd_sign_step(name):
         x_hat, _, _ = mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, EPS, 1, 0.5, generator=torch.Generator().manual_seed(6))
     else:
         x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 1, 0.5, 0.0, generator=torch.Generator().manual_seed(6))
-    delta0 = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(6)) - 1) * EPS
+    if name == "arppo":  # AR-PPO's PGD starts uniformly in the ball, SA-PPO's SGLD at +-step per coordinate
+        delta0 = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(6)) - 1) * EPS
+    else:
+        delta0 = 0.5 * EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).sign()
     x0 = (x + delta0).requires_grad_(True)
     if name == "arppo":
         objective = -surrogate(agent, x0, actions, old_logprobs, adv).sum()  # PGD descends the surrogate
@@ -151,6 +154,75 @@ def test_sgld_raises_kl(name):
     assert kl.mean().item() > rand.max(0).values.mean().item()
 
 
+@pytest.mark.parametrize("name", SGLD_SCRIPTS)
+def test_sgld_starts_at_plus_minus_step_and_never_ends_below_the_start(name):
+    """SA-PPO's start: x + (eps/steps) * sign(N(0, 1)), every coordinate exactly one step off x; the KL reported at the
+    start is the KL there, and the end's KL is at least the start's."""
+    mod = module(name)
+    agent = make_agent(mod)
+    x, *_ = make_batch(agent)
+    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(8))
+    delta0 = 0.1 * EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).sign()
+    assert torch.all(delta0.abs() == 0.1 * EPS)
+    with torch.no_grad():
+        torch.testing.assert_close(kl_start, kl_to_clean(agent, x, x + delta0).mean(), rtol=1e-4, atol=1e-7)
+        assert (kl_to_clean(agent, x, x_hat) >= kl_to_clean(agent, x, x + delta0) - 1e-6).float().mean() > 0.95
+    assert kl_end >= kl_start
+
+
+@pytest.mark.parametrize("name", SGLD_SCRIPTS)
+def test_sgld_reaches_the_corner_where_the_gradient_sign_is_constant(name):
+    """A net whose mean is linear in x inside the ball (relu units all active): mu(x_hat) - mu(x) = v . delta, so the
+    ascent direction is s * sign(v) with s = sign(v . delta0) throughout. Coordinates that start on that side reach the
+    face (step + 10 steps, clipped at eps); those that start on the other side end at 0.9 eps: exact values."""
+    mod = module(name)
+    torch.manual_seed(0)
+    agent = mod.Agent(OBS_DIM, 1, mod.Args(init_std=0.5, activation="relu", hidden_sizes=(8,)))
+    with torch.no_grad():
+        agent.actor.layers[0].bias.fill_(100.0)  # every relu unit active in the ball: the net is linear there
+    x = torch.randn(16, OBS_DIM)
+    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 0.0, generator=torch.Generator().manual_seed(9))
+    delta0 = 0.1 * EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(9)).sign()
+    v = (agent.actor.layers[1].weight @ agent.actor.layers[0].weight).detach().reshape(-1)
+    direction = torch.sign(delta0 @ v).unsqueeze(1) * torch.sign(v)
+    expected = torch.where(torch.sign(delta0) == direction, EPS * direction, 0.9 * EPS * direction)
+    torch.testing.assert_close(x_hat - x, expected, rtol=0, atol=1e-6)
+    assert (torch.sign(delta0) != direction).any() and (torch.sign(delta0) == direction).any()  # both cases occur
+
+
+@pytest.mark.parametrize("name", SGLD_SCRIPTS)
+def test_training_sgld_equals_the_mad_attack_at_temperature_zero(name):
+    """The training-time inner loop and attacks/mad.py are the same routine (SA-PPO's): from the same start (the same
+    seed draws the same sign(N(0, 1)) for one row) and with no noise they return the same state."""
+    from attacks.mad import MADAttack
+
+    mod = module(name)
+    agent = make_agent(mod)
+    x, *_ = make_batch(agent)
+    mad = MADAttack(agent, EPS, steps=10, temperature=0.0)
+    for i in range(8):
+        row = x[i : i + 1]
+        x_train, _, _ = mod.sgld_kl_attack(agent, row, EPS, 10, 0.1, 0.0, generator=torch.Generator().manual_seed(100 + i))
+        x_mad = mad(row, [torch.Generator().manual_seed(100 + i)])
+        torch.testing.assert_close(x_train, x_mad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_barppo_guided_loss_has_the_entropy_only_in_the_robust_term(tmp_path):
+    """Algorithm 3, line 10: PPO's clipped surrogate at the clean states (no entropy) + kappa * L_bar, and L_bar carries
+    the entropy bonus. So at kappa 0 the entropy coefficient changes nothing: the runs end bit-identical."""
+    paths = []
+    for ent in (0.0, 0.5):
+        d = tmp_path / str(ent)
+        d.mkdir()
+        proc = run("barppo.py", *SMOKE_ARGS[:-2], "--eval-episodes", 0, "--kappa", 0, "--ent-coef", ent, cwd=d, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (path,) = glob.glob(str(d / "runs" / "*" / "barppo.safetensors"))
+        paths.append(load_checkpoint(path)[0])
+    for a, b in zip(paths[0].state_dict().values(), paths[1].state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_pgd_lowers_surrogate():
     mod = module("arppo")
     agent = make_agent(mod)
@@ -189,15 +261,16 @@ def test_eps_zero_gives_the_ppo_loss(name):
             assert far.item() > ppo.item() + 0.01
 
 
-def test_sappo_regularizer_is_the_gaussian_kl_with_clean_side_detached():
+def test_sappo_regularizer_is_twice_the_gaussian_kl_with_clean_side_detached():
+    """SA-PPO's code regularizes sum(((mu_hat - mu) / std)^2): twice the KL, in value and in gradient (std not detached)."""
     mod = module("sappo")
     agent = make_agent(mod)
     x, *_ = make_batch(agent)
     x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, generator=torch.Generator().manual_seed(5))
     reg = mod.kl_regularizer(agent, x, x_hat)
     with torch.no_grad():
-        torch.testing.assert_close(reg, kl_to_clean(agent, x, x_hat).mean(), rtol=1e-5, atol=1e-7)
-    # detached clean side: the gradient equals that of KL(stop_grad(pi(.|x)) || pi(.|x_hat)) only
+        torch.testing.assert_close(reg, 2 * kl_to_clean(agent, x, x_hat).mean(), rtol=1e-5, atol=1e-7)
+    # detached clean side: the gradient equals that of 2 KL(stop_grad(pi(.|x)) || pi(.|x_hat)) only
     reg.backward()
     grads = [p.grad.clone() for p in agent.actor.parameters()]
     agent.zero_grad(set_to_none=True)
@@ -205,7 +278,7 @@ def test_sappo_regularizer_is_the_gaussian_kl_with_clean_side_detached():
         mean0 = agent.actor(x)
     dist0 = torch.distributions.Normal(mean0, agent.actor.log_std.detach().exp())
     dist = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp())
-    torch.distributions.kl_divergence(dist0, dist).sum(1).mean().backward()
+    (2 * torch.distributions.kl_divergence(dist0, dist).sum(1).mean()).backward()
     for got, p in zip(grads, agent.actor.parameters()):
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
 
