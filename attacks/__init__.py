@@ -3,7 +3,7 @@
     attack = MADAttack(policy, epsilon)     # policy: attacks.checkpoint.load_checkpoint(...)[0] or a training Agent
     x_hat = attack(x, gens)                 # x: [B, obs_dim] normalized observations; gens: one torch.Generator per row
 
-x_hat = x + delta with ||delta||_inf <= epsilon and no re-clip (DESIGN.md section 2). Attacks never change the
+x_hat = x + delta with ||delta||_inf <= epsilon and no re-clip (docs/protocol.md). Attacks never change the
 victim: gradients are taken w.r.t. the perturbation only. Randomness comes from the per-row generators, so a
 batch of episodes gives the same perturbations as the same episodes run one at a time.
 """

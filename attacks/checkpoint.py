@@ -1,4 +1,4 @@
-"""Read a robust-rl checkpoint (DESIGN.md section 3) with nothing but safetensors: no pickle, no training script.
+"""Read a robust-rl checkpoint (docs/checkpoint.md) with nothing but safetensors: no pickle, no training script.
 
     policy, meta = load_checkpoint("runs/.../ppo_continuous.safetensors", env_id="HalfCheetah-v4")
     x = policy.normalize(obs)          # frozen normalizer, clipped: the space every attack perturbs
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 FORMAT = 1
-# l_inf attack budgets in normalized-observation units (DESIGN.md section 2; the BARPO / SA-PPO papers)
+# l_inf attack budgets in normalized-observation units (docs/protocol.md; the BARPO / SA-PPO papers)
 EPSILONS = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15, "Humanoid": 0.075}
 
 
