@@ -19,6 +19,8 @@ Table 3 "ARPO (w g)": natural 4997, worst-case 1086):
     python eval_attacks.py --model runs/HalfCheetah-v4__arppo__1__*/arppo.safetensors
 Ctrl-C or SIGTERM saves the run and prints how to continue it exactly (docs/training.md):
     python arppo.py --resume runs/HalfCheetah-v4__arppo__1__*/arppo.safetensors
+Many seeds in one process, each the same experiment as its single-seed run (docs/training.md):
+    python arppo.py --env-id HalfCheetah-v4 --seed 1 --num-seeds 8
 """
 import dataclasses
 import functools
@@ -66,6 +68,8 @@ class Args:
     """the name of this experiment"""
     seed: int = 1
     """seed of the experiment"""
+    num_seeds: int = 1
+    """train seeds seed, seed+1, ..., seed+num_seeds-1 side by side in this process (each its own run folder and checkpoint)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     torch_threads: int = 1
@@ -171,7 +175,7 @@ def resolve_args(args):
     for k, v in defaults.items():
         if hasattr(args, k) and getattr(args, k) is None:
             setattr(args, k, v)
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
+    for name in ("total_timesteps", "num_seeds", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("learning_rate", "value_learning_rate", "init_std", "obs_clip", "reward_clip"):
@@ -181,6 +185,8 @@ def resolve_args(args):
         fail(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
     if args.save_every < 0 or args.eval_episodes < 0 or args.max_grad_norm < 0 or not 0 <= args.ent_coef < math.inf:
         fail("--save-every, --eval-episodes, --max-grad-norm and --ent-coef must be >= 0")
+    if args.target_kl is not None and args.num_seeds > 1:
+        fail("--target-kl stops one seed's epochs early, which --num-seeds > 1 cannot do per seed: train those seeds apart")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
         fail(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
     # robust training: the budget must be known (docs/protocol.md); kappa defaults per env
@@ -211,89 +217,105 @@ def make_env(env_id, seed):
     return thunk
 
 
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
-    torch.nn.init.orthogonal_(layer.weight, std)
-    torch.nn.init.constant_(layer.bias, bias_const)
-    return layer
+class Linear(nn.Module):
+    """One nn.Linear per seed, stacked: weight [N, out, in] (each seed's is nn.Linear's layout), bias [N, out];
+    x [N, B, in] -> [N, B, out], row block n through seed n's layer. Orthogonal init from each seed's own generator,
+    so seed k's weights do not depend on N."""
+
+    def __init__(self, n_in, n_out, gain, generators):
+        super().__init__()
+        self.in_features, self.out_features = n_in, n_out
+        self.weight = nn.Parameter(torch.stack([torch.nn.init.orthogonal_(torch.empty(n_out, n_in), gain, generator=g) for g in generators]))
+        self.bias = nn.Parameter(torch.zeros(len(generators), n_out))
+
+    def forward(self, x, seed=None):
+        """seed=n: x [1, B, in] through seed n's layer alone."""
+        weight, bias = (self.weight, self.bias) if seed is None else (self.weight[seed : seed + 1], self.bias[seed : seed + 1])
+        if self.out_features == 1:
+            # bmm takes a gemv path at N = 1 that rounds differently from N > 1; multiply-and-sum is the same for any N
+            return (x * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 class MLP(nn.Module):
     """Linear layers in `layers` (the checkpoint names them layers.{i}); the last one has no activation."""
 
-    def __init__(self, sizes, activation, out_std):
+    def __init__(self, sizes, activation, out_std, generators):
         super().__init__()
         n = len(sizes) - 1
-        self.layers = nn.ModuleList([layer_init(nn.Linear(sizes[i], sizes[i + 1]), out_std if i == n - 1 else np.sqrt(2)) for i in range(n)])
+        self.layers = nn.ModuleList([Linear(sizes[i], sizes[i + 1], out_std if i == n - 1 else np.sqrt(2), generators) for i in range(n)])
         self.act = torch.tanh if activation == "tanh" else torch.relu
 
-    def forward(self, x):
+    def forward(self, x, seed=None):
         for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.layers[-1](x)
+            x = self.act(layer(x, seed))
+        return self.layers[-1](x, seed)
 
 
 class Actor(MLP):
-    """Gaussian policy: MLP mean head and a state-independent log-std."""
+    """Gaussian policy: MLP mean head and a state-independent log-std [N, act_dim]."""
 
-    def __init__(self, sizes, activation, init_std):
-        super().__init__(sizes, activation, out_std=0.01)
-        self.log_std = nn.Parameter(torch.full((sizes[-1],), math.log(init_std)))
+    def __init__(self, sizes, activation, init_std, generators):
+        super().__init__(sizes, activation, 0.01, generators)
+        self.log_std = nn.Parameter(torch.full((len(generators), sizes[-1]), math.log(init_std)))
 
 
 class ObsNormalizer(nn.Module):
-    """Running mean/var of raw observations (buffers, saved with the agent); frozen unless update() is called."""
+    """Running mean/var of raw observations per seed (buffers [N, obs_dim], saved with the agent); frozen unless
+    update() is called."""
 
-    def __init__(self, obs_dim, clip=10.0, eps=1e-8):
+    def __init__(self, obs_dim, num_seeds, clip=10.0, eps=1e-8):
         super().__init__()
         self.clip, self.eps = clip, eps
-        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(num_seeds, obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(num_seeds, obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.full((num_seeds,), 1e-4, dtype=torch.float64))
 
     def update(self, x):
-        """Parallel-variance update with a numpy batch [B, obs_dim] (Chan et al., as gymnasium's RunningMeanStd);
+        """Parallel-variance update with a numpy batch [N, B, obs_dim] (Chan et al., as gymnasium's RunningMeanStd);
         sums instead of np.mean/np.var, whose Python overhead dominates at one observation per step."""
-        mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
-        n = x.shape[0]
-        b_mean = x.sum(0) / n
-        b_var = np.square(x - b_mean).sum(0) / n
+        mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()[:, None]
+        n = x.shape[1]
+        b_mean = x.sum(1) / n
+        b_var = np.square(x - b_mean[:, None]).sum(1) / n
         delta, tot = b_mean - mean, count + n
         var *= count / tot
         var += b_var * (n / tot) + np.square(delta) * (count * n / tot / tot)
         mean += delta * (n / tot)
         count[...] = tot
 
-    def normalize_np(self, x):
-        return np.clip((x - self.mean.numpy()) / np.sqrt(self.var.numpy() + self.eps), -self.clip, self.clip).astype(np.float32)
-
-    def forward(self, x):
-        return torch.clamp((x - self.mean) / torch.sqrt(self.var + self.eps), -self.clip, self.clip).float()
+    def normalize_np(self, x, seed=None):
+        """x [N, B, obs_dim] with each seed's statistics, or with seed=n one observation [obs_dim] of seed n."""
+        mean, var = (self.mean.numpy()[:, None], self.var.numpy()[:, None]) if seed is None else (self.mean.numpy()[seed], self.var.numpy()[seed])
+        return np.clip((x - mean) / np.sqrt(var + self.eps), -self.clip, self.clip).astype(np.float32)
 
 
 class Agent(nn.Module):
-    """Actor and critic act on *normalized* observations x = obs_norm(obs); attacks perturb x."""
+    """N independent agents, one per seed, stacked on a leading dim: actor and critic act on *normalized* observations
+    x = obs_norm(obs) [N, B, obs_dim] (attacks perturb x). N = 1 is a single-seed run; slicing every tensor at [n]
+    gives seed n's agent in the single-seed checkpoint layout (seed_state_dict)."""
 
-    def __init__(self, obs_dim, act_dim, args):
+    def __init__(self, obs_dim, act_dim, args, generators):
+        """generators: one torch.Generator per seed; the init draws from it (the run then goes on drawing from it)."""
         super().__init__()
-        self.obs_norm = ObsNormalizer(obs_dim, args.obs_clip)
-        self.critic = MLP((obs_dim, *args.hidden_sizes, 1), args.activation, out_std=1.0)
-        self.actor = Actor((obs_dim, *args.hidden_sizes, act_dim), args.activation, args.init_std)
+        self.obs_norm = ObsNormalizer(obs_dim, len(generators), args.obs_clip)
+        self.critic = MLP((obs_dim, *args.hidden_sizes, 1), args.activation, 1.0, generators)
+        self.actor = Actor((obs_dim, *args.hidden_sizes, act_dim), args.activation, args.init_std, generators)
 
-    def get_value(self, x):
-        return self.critic(x)
+    def get_value(self, x, seed=None):
+        return self.critic(x, seed)
 
-    def get_action_and_value(self, x, action=None):
+    def get_action_and_value(self, x, action):
         action_mean = self.actor(x)
-        if action is None:
-            action = action_mean + self.actor.log_std.exp() * torch.randn_like(action_mean)
+        log_std = self.actor.log_std.unsqueeze(1)
         # Normal log-prob and entropy written out: torch.distributions costs more than the math here
-        logprob = -0.5 * (((action - action_mean) * torch.exp(-self.actor.log_std)) ** 2).sum(1) - (self.actor.log_std.sum() + 0.5 * math.log(2 * math.pi) * action_mean.shape[1])
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.actor.log_std).sum().expand(action_mean.shape[0])
+        logprob = -0.5 * (((action - action_mean) * torch.exp(-log_std)) ** 2).sum(2) - (log_std.sum(2) + 0.5 * math.log(2 * math.pi) * action_mean.shape[2])
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(2).expand(action_mean.shape[:2])
         return action, logprob, entropy, self.critic(x)
 
     def numpy_actor(self):
         """A numpy copy of the mean head for the rollout: one small MLP per env step is ~10x cheaper in numpy."""
-        weights = [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in self.actor.layers]
+        weights = [(layer.weight.detach().numpy().transpose(0, 2, 1).copy(), layer.bias.detach().numpy()[:, None].copy()) for layer in self.actor.layers]
         act = np.tanh if self.actor.act is torch.tanh else (lambda h: np.maximum(h, 0.0))
 
         def mean(x):
@@ -302,6 +324,23 @@ class Agent(nn.Module):
             return x @ weights[-1][0] + weights[-1][1]
 
         return mean
+
+    def seed_state_dict(self, n):
+        """Seed n's tensors in the single-seed checkpoint layout (e.g. actor.layers.0.weight [out, in])."""
+        return {k: v[n] for k, v in self.state_dict().items()}
+
+    def load_seed_state_dict(self, n, state):
+        own = self.state_dict()
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k][n].copy_(v)
+
+    def policy(self, n, args):
+        """Seed n as a frozen evaluation policy: exactly what eval_attacks.py builds from seed n's checkpoint."""
+        from attacks.checkpoint import Policy
+
+        tensors = {k.replace(".", "/", 1): v.clone() for k, v in self.seed_state_dict(n).items()}
+        return Policy(tensors, dict(activation=args.activation, obs_clip=args.obs_clip, norm_eps=self.obs_norm.eps))
 
 
 def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
@@ -322,69 +361,70 @@ def make_actor_vjp(actor):
     by hand through the MLP with the weights taken once per inner loop. The inner loops need input gradients only: at
     minibatch size this costs a third of an autograd graph per step and never touches a parameter's .grad (tests check
     it against torch.autograd.grad)."""
-    layers = [(layer.weight.T.contiguous(), layer.bias, layer.weight) for layer in actor.layers]
+    layers = [(layer.weight.transpose(1, 2).contiguous(), layer.bias.unsqueeze(1), layer.weight) for layer in actor.layers]
     if actor.act is torch.tanh:
         act_backward = torch.ops.aten.tanh_backward  # (g, h) -> g * (1 - h^2), h = tanh(z)
     else:
         act_backward = lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)  # g * (h > 0), h = relu(z)
 
-    def vjp(x):
+    def vjp(x):  # x [N, B, obs_dim]: seed n's rows through seed n's actor
         hs = [x]
         for w_t, b, _ in layers[:-1]:
-            hs.append(actor.act(torch.addmm(b, hs[-1], w_t)))
+            hs.append(actor.act(torch.baddbmm(b, hs[-1], w_t)))
 
         def backward(g):
             for (_, _, w), h in zip(layers[:0:-1], hs[:0:-1]):
-                g = act_backward(g @ w, h)
-            return g @ layers[0][2]
+                g = act_backward(torch.bmm(g, w), h)
+            return torch.bmm(g, layers[0][2])
 
-        return torch.addmm(layers[-1][1], hs[-1], layers[-1][0]), backward
+        return torch.baddbmm(layers[-1][1], hs[-1], layers[-1][0]), backward
 
     return vjp
 
 
-def pgd_surrogate_attack(agent, x, actions, old_logprobs, advantages, clip_coef, eps, steps=10, step_size=0.1, generator=None):
+def pgd_surrogate_attack(agent, x, actions, old_logprobs, advantages, clip_coef, eps, steps=10, step_size=0.1, generators=None):
     """x_hat = argmin_{|x_hat - x|_inf <= eps} g(pi(a|x_hat) / pi_old(a|x), A) per row of x (Algorithm 2, line 8), with
     g(r, A) = min(r A, clip(r, 1 - c, 1 + c) A) and the stored actions a, old log-probs and advantages A fixed. PGD:
     uniform random start in the ball, then `steps` sign-gradient descent steps of step_size * eps, each projected onto
-    the ball (no re-clip to +-obs_clip). Returns x_hat (a constant: no autograd graph) and the batch-mean surrogate at
-    the random start and at x_hat."""
+    the ball (no re-clip to +-obs_clip). Every seed's minibatch at once ([N, B, ...]); seed n draws from generators[n].
+    Returns x_hat (a constant: no autograd graph) and each seed's minibatch-mean surrogate at the random start and at
+    x_hat, [N]."""
     step = step_size * eps
     with torch.no_grad():
-        inv_var = torch.exp(-2 * agent.actor.log_std)
-        log_z = agent.actor.log_std.sum() + 0.5 * math.log(2 * math.pi) * actions.shape[1]
+        inv_var = torch.exp(-2 * agent.actor.log_std).unsqueeze(1)
+        log_z = agent.actor.log_std.sum(1, keepdim=True) + 0.5 * math.log(2 * math.pi) * actions.shape[2]
 
         def ratio_of(mean):
-            return torch.exp(-0.5 * ((actions - mean) ** 2 * inv_var).sum(1) - log_z - old_logprobs)
+            return torch.exp(-0.5 * ((actions - mean) ** 2 * inv_var).sum(2) - log_z - old_logprobs)
 
-        delta = (2 * torch.rand(x.shape, generator=generator) - 1) * eps
+        delta = (2 * torch.stack([torch.rand(x.shape[1:], generator=g) for g in generators or [None] * x.shape[0]]) - 1) * eps
         vjp = make_actor_vjp(agent.actor)
         for k in range(steps):
             mean, backward = vjp(x + delta)
             ratio = ratio_of(mean)
             unclipped, clipped = ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
             if k == 0:
-                surrogate_start = torch.min(unclipped, clipped).mean()
+                surrogate_start = torch.min(unclipped, clipped).mean(1)
             # d g / d mean = A * ratio * (a - mean) / std^2 where the unclipped term is the min; g is flat elsewhere
-            grad_mean = ((unclipped <= clipped) * advantages * ratio).unsqueeze(1) * (actions - mean) * inv_var
+            grad_mean = ((unclipped <= clipped) * advantages * ratio).unsqueeze(2) * (actions - mean) * inv_var
             delta = delta.sub_(backward(grad_mean).sign(), alpha=step).clamp_(-eps, eps)
         ratio = ratio_of(agent.actor(x + delta))
-        surrogate_end = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean()
+        surrogate_end = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean(1)
         return x + delta, surrogate_start, surrogate_end
 
 
 def robust_policy_loss(agent, x_hat, actions, old_logprobs, advantages, clip_coef, ent_coef):
-    """The robust loss (L_ar / L_bar of Algorithms 2-3, line 9): the clipped PPO policy loss at the adversarial states
+    """Each seed's robust loss [N] (L_ar / L_bar of Algorithms 2-3, line 9): the clipped PPO policy loss at the adversarial states
     x_hat with the stored actions, old log-probs (taken at the clean states) and advantages, minus the entropy bonus
     (the std is state-independent: the entropy is the same at clean and perturbed states). x_hat is a constant. The
     actor alone runs at x_hat (get_action_and_value would also run the critic, whose output is not needed here)."""
-    log_std = agent.actor.log_std
-    newlogprob = -0.5 * (((actions - agent.actor(x_hat)) * torch.exp(-log_std)) ** 2).sum(1) - (log_std.sum() + 0.5 * math.log(2 * math.pi) * actions.shape[1])
-    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
+    log_std = agent.actor.log_std.unsqueeze(1)
+    newlogprob = -0.5 * (((actions - agent.actor(x_hat)) * torch.exp(-log_std)) ** 2).sum(2) - (log_std.sum(2) + 0.5 * math.log(2 * math.pi) * actions.shape[2])
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(2).squeeze(1)
     ratio = (newlogprob - old_logprobs).exp()
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(pg_loss1, pg_loss2).mean() - ent_coef * entropy
+    return torch.max(pg_loss1, pg_loss2).mean(1) - ent_coef * entropy
 
 
 @functools.lru_cache(maxsize=None)
@@ -401,12 +441,13 @@ def git_commit():
         return None
 
 
-def save_checkpoint(path, agent, args, global_step, epsilon=None, resume_state=None):
-    """One .safetensors file (docs/checkpoint.md), written to a temp file and renamed: a crash never leaves half a model.
-    resume_state = (tensors, dict) from training_state(): stored under resume/ and the metadata key `resume`."""
+def save_checkpoint(path, agent, n, args, global_step, epsilon=None, resume_state=None):
+    """Seed n's agent as one .safetensors file (docs/checkpoint.md), written to a temp file and renamed: a crash never
+    leaves half a model. args: seed n's (its own --seed). resume_state = (tensors, dict) from training_state(): stored
+    under resume/ and the metadata key `resume`."""
     from safetensors.torch import save_file
 
-    tensors = {k.replace(".", "/", 1): v.detach().contiguous().clone() for k, v in agent.state_dict().items()}
+    tensors = {k.replace(".", "/", 1): v.detach().contiguous().clone() for k, v in agent.seed_state_dict(n).items()}
     meta = dict(
         format=1, script=os.path.basename(__file__), env_id=args.env_id, obs_dim=agent.actor.layers[0].in_features,
         act_dim=agent.actor.layers[-1].out_features, hidden_sizes=list(args.hidden_sizes), activation=args.activation,
@@ -432,19 +473,20 @@ MJ_DERIVED = ("xpos", "xipos", "xquat", "cinert", "cvel", "cfrc_ext", "qfrc_actu
 RUNTIME_FLAGS = ("save_model", "save_every", "eval_episodes", "progress", "track", "wandb_project_name", "wandb_entity")
 
 
-def training_state(iteration, global_step, optimizer, rng, envs, next_obs_raw, ret_acc, ret_stats, ep_return, ep_length, recent_returns, wandb_id):
-    """What --resume needs beyond the weights and the normalizer (docs/training.md): the next iteration, Adam's state, the
-    RNG streams (numpy for the rollout noise, torch's for minibatch order and inner loops), every env mid-episode
-    (MuJoCo's integration state with the solver's warm start, the derived quantities above, the time-limit counter and
-    the reset RNG), the reward filter and the episode counters. Returns (tensors, a JSON-able dict)."""
+def training_state(n, loop, optimizer, generator, rng, envs, group):
+    """What --resume needs for seed n beyond its weights and normalizer (docs/training.md): the next iteration, its slice
+    of Adam's state, its RNG streams (numpy for the rollout noise, torch for minibatch order and inner loops), its envs
+    mid-episode (MuJoCo's integration state with the solver's warm start, the derived quantities above, the time-limit
+    counter and the reset RNG), its reward filter and episode counters; `group` = the checkpoints of the run's seeds,
+    relative to this one's folder. Returns (tensors, a JSON-able dict)."""
     import mujoco
 
     opt = optimizer.state_dict()
-    tensors = {f"adam/{i}/{k}": v for i, state in opt["state"].items() for k, v in state.items()}
-    tensors.update(
-        torch_rng=torch.get_rng_state(), next_obs=torch.from_numpy(next_obs_raw.copy()), ret_acc=torch.from_numpy(ret_acc.copy()),
-        ret_stats=torch.tensor(ret_stats, dtype=torch.float64), ep_return=torch.from_numpy(ep_return.copy()), ep_length=torch.from_numpy(ep_length.copy()),
-    )
+    tensors = {f"adam/{i}/{k}": v if k == "step" else v[n] for i, state in opt["state"].items() for k, v in state.items()}
+    tensors.update(torch_rng=generator.get_state(), next_obs=torch.from_numpy(loop["next_obs_raw"][n].copy()),
+                   ret_acc=torch.from_numpy(loop["ret_acc"][n].copy()), ep_return=torch.from_numpy(loop["ep_return"][n].copy()),
+                   ep_length=torch.from_numpy(loop["ep_length"][n].copy()),
+                   ret_stats=torch.tensor([loop["ret_mean"][n], loop["ret_var"][n], loop["ret_count"][n]], dtype=torch.float64))
     env_meta = []
     for i, env in enumerate(envs):
         u = env.unwrapped
@@ -453,33 +495,42 @@ def training_state(iteration, global_step, optimizer, rng, envs, next_obs_raw, r
         tensors[f"env/{i}/physics"] = torch.from_numpy(physics)
         tensors.update({f"env/{i}/{name}": torch.from_numpy(getattr(u.data, name).copy()) for name in MJ_DERIVED})
         env_meta.append(dict(elapsed_steps=time_limit(env)._elapsed_steps, np_random=u.np_random.bit_generator.state))
-    meta = dict(iteration=iteration, global_step=int(global_step), np_rng=rng.bit_generator.state, envs=env_meta, adam_groups=opt["param_groups"],
-                recent_returns=[float(r) for r in recent_returns[-10:]], wandb_id=wandb_id)
+    meta = dict(iteration=loop["iteration"], global_step=int(loop["global_step"]), np_rng=rng.bit_generator.state, envs=env_meta,
+                adam_groups=opt["param_groups"], recent_returns=[float(r) for r in loop["recent_returns"][n][-10:]],
+                wandb_id=loop["wandb_ids"][n], group=group)
     return tensors, meta
 
 
-def restore_training_state(resume, agent, optimizer, rng, envs):
-    """The inverse of training_state() and of the weights' save; returns the loop's own variables."""
+def restore_training_state(resume, agent, optimizer, generators, rngs, envs):
+    """The inverse of training_state() for every seed of the run; returns the loop's own variables."""
     import mujoco
 
-    tensors, meta = resume["tensors"], resume["meta"]
-    agent.load_state_dict(resume["weights"])
-    n_params = len(meta["adam_groups"][0]["params"]) + len(meta["adam_groups"][1]["params"])
-    adam = {i: {k: tensors[f"adam/{i}/{k}"] for k in ("step", "exp_avg", "exp_avg_sq")} for i in range(n_params) if f"adam/{i}/step" in tensors}
-    optimizer.load_state_dict({"state": adam, "param_groups": meta["adam_groups"]})
-    torch.set_rng_state(tensors["torch_rng"])
-    rng.bit_generator.state = meta["np_rng"]
-    for i, (env, env_meta) in enumerate(zip(envs, meta["envs"])):
-        env.reset()  # gymnasium refuses to step an env that was never reset; the state is then overwritten
-        u = env.unwrapped
-        mujoco.mj_setState(u.model, u.data, tensors[f"env/{i}/physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
-        for name in MJ_DERIVED:
-            getattr(u.data, name)[...] = tensors[f"env/{i}/{name}"].numpy()
-        time_limit(env)._elapsed_steps = env_meta["elapsed_steps"]
-        u.np_random.bit_generator.state = env_meta["np_random"]
-    ret_stats = tensors["ret_stats"].tolist()
-    return (meta["iteration"], meta["global_step"], tensors["next_obs"].numpy().copy(), tensors["ret_acc"].numpy().copy(), *ret_stats,
-            tensors["ep_return"].numpy().copy(), tensors["ep_length"].numpy().copy(), list(meta["recent_returns"]))
+    seeds = resume["seeds"]
+    adam = {}
+    for i in range(sum(len(group["params"]) for group in seeds[0]["meta"]["adam_groups"])):
+        if f"adam/{i}/step" in seeds[0]["tensors"]:
+            adam[i] = {"step": seeds[0]["tensors"][f"adam/{i}/step"]}
+            adam[i].update({k: torch.stack([s["tensors"][f"adam/{i}/{k}"] for s in seeds]) for k in ("exp_avg", "exp_avg_sq")})
+    optimizer.load_state_dict({"state": adam, "param_groups": seeds[0]["meta"]["adam_groups"]})
+    for n, s in enumerate(seeds):
+        tensors, meta = s["tensors"], s["meta"]
+        agent.load_seed_state_dict(n, s["weights"])
+        generators[n].set_state(tensors["torch_rng"])
+        rngs[n].bit_generator.state = meta["np_rng"]
+        for i, (env, env_meta) in enumerate(zip(envs[n], meta["envs"])):
+            env.reset()  # gymnasium refuses to step an env that was never reset; the state is then overwritten
+            u = env.unwrapped
+            mujoco.mj_setState(u.model, u.data, tensors[f"env/{i}/physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+            for name in MJ_DERIVED:
+                getattr(u.data, name)[...] = tensors[f"env/{i}/{name}"].numpy()
+            time_limit(env)._elapsed_steps = env_meta["elapsed_steps"]
+            u.np_random.bit_generator.state = env_meta["np_random"]
+    stack = lambda key: np.stack([s["tensors"][key].numpy() for s in seeds])
+    ret_stats = stack("ret_stats")
+    return dict(iteration=seeds[0]["meta"]["iteration"], global_step=seeds[0]["meta"]["global_step"], next_obs_raw=stack("next_obs"),
+                ret_acc=stack("ret_acc"), ret_mean=ret_stats[:, 0].copy(), ret_var=ret_stats[:, 1].copy(), ret_count=ret_stats[:, 2].copy(),
+                ep_return=stack("ep_return"), ep_length=stack("ep_length"), recent_returns=[list(s["meta"]["recent_returns"]) for s in seeds],
+                wandb_ids=[s["meta"]["wandb_id"] for s in seeds])
 
 
 def time_limit(env):
@@ -488,12 +539,10 @@ def time_limit(env):
     return env
 
 
-def load_resume(cli):
-    """--resume PATH: the saved run's Args (RUNTIME_FLAGS from this command line; any other flag given must match the
-    run's) and its state. Every problem is a one-line error."""
+def read_resume(path):
+    """(robust_rl metadata, resume metadata or None, resume tensors, weights) of a checkpoint, or a one-line error."""
     from safetensors import safe_open
 
-    path = cli.resume
     if not os.path.isfile(path):
         fail(f"--resume {path}: {'is a folder, not a checkpoint' if os.path.isdir(path) else 'no such file'}")
     try:
@@ -502,22 +551,37 @@ def load_resume(cli):
             tensors = {k[len("resume/"):]: f.get_tensor(k) for k in f.keys() if k.startswith("resume/")}
             weights = {k.replace("/", ".", 1): f.get_tensor(k) for k in f.keys() if not k.startswith("resume/")}
         meta = json.loads(header["robust_rl"])
+        state = json.loads(header["resume"]) if "resume" in header else None
     except Exception as e:
         fail(f"--resume {path}: not a readable robust-rl checkpoint ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
     if meta.get("script") != os.path.basename(__file__):
         fail(f"--resume {path}: written by {meta.get('script')}; resume it with that script")
-    if "resume" not in header:
+    if state is None:
         fail(f"--resume {path}: holds no training state (a copied or pre-resume checkpoint, e.g. from zoo/); start a new run instead")
-    state = json.loads(header["resume"])
+    return meta, state, tensors, weights
+
+
+def load_resume(cli):
+    """--resume PATH (any seed's checkpoint of a run): the run's Args (RUNTIME_FLAGS from this command line; any other
+    flag given must match the run's) and the saved state of all its seeds. Every problem is a one-line error."""
+    meta, state, _, _ = read_resume(cli.resume)
+    folder = os.path.dirname(cli.resume)
+    paths = [os.path.normpath(os.path.join(folder, p)) for p in state["group"]]
+    seeds = []
+    for path in paths:
+        m, s, tensors, weights = read_resume(path)
+        if s["iteration"] != state["iteration"] or m["args"]["num_seeds"] != len(paths):
+            fail(f"--resume {cli.resume}: {path} is at another iteration or from another run")
+        seeds.append(dict(path=path, meta=s, tensors=tensors, weights=weights, args=m["args"]))
     names = {f.name for f in dataclasses.fields(Args)} - {"resume", "batch_size", "minibatch_size", "num_iterations"}
-    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["args"].items() if k in names}
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in seeds[0]["args"].items() if k in names}
     default = Args()
     for name in sorted(names - set(RUNTIME_FLAGS)):
         given = getattr(cli, name)
         if given != getattr(default, name) and given != stored.get(name, getattr(default, name)):
             fail(f"--resume restores the run's flags: --{name.replace('_', '-')} {given} differs from the run's {stored.get(name)}")
-    args = Args(**{**stored, **{k: getattr(cli, k) for k in RUNTIME_FLAGS}, "resume": path})
-    return args, dict(tensors=tensors, meta=state, weights=weights)
+    args = Args(**{**stored, **{k: getattr(cli, k) for k in RUNTIME_FLAGS}, "resume": cli.resume})
+    return args, dict(seeds=seeds, paths=paths)
 
 
 class Interrupt:
@@ -540,6 +604,15 @@ class Interrupt:
         raise SystemExit(128 + signum)
 
 
+def clip_grad_norm_per_seed(params, max_norm):
+    """nn.utils.clip_grad_norm_ applied to each seed's slice of the stacked parameters separately."""
+    grads = [p.grad for p in params]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+
+
 if __name__ == "__main__":
     interrupt = Interrupt()
     quiet_warnings()
@@ -548,86 +621,104 @@ if __name__ == "__main__":
     if args.resume:
         args, resume = load_resume(args)
     args = resolve_args(args)
+    seeds = [args.seed + n for n in range(args.num_seeds)]
+    seed_args = [dataclasses.replace(args, seed=seed) for seed in seeds]  # what each seed's checkpoint and logs record
     if resume is None:
-        # the folder is created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
+        # the folders are created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
         os.makedirs("runs", exist_ok=True)
-        run_dir = tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}_", dir="runs")
-        os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
-        ckpt_path = f"{run_dir}/{args.exp_name}.safetensors"
-    else:  # a resumed run continues in its folder and overwrites the checkpoint it resumed from
-        run_dir, ckpt_path = os.path.dirname(args.resume) or ".", args.resume
-    run_name = os.path.basename(os.path.abspath(run_dir))
+        run_dirs = [tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{seed}__{int(time.time())}_", dir="runs") for seed in seeds]
+        for run_dir in run_dirs:
+            os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
+        ckpt_paths = [f"{run_dir}/{args.exp_name}.safetensors" for run_dir in run_dirs]
+    else:  # a resumed run continues in its folders and overwrites the checkpoints it resumed from
+        ckpt_paths = resume["paths"]
+        run_dirs = [os.path.dirname(path) or "." for path in ckpt_paths]
+    run_names = [os.path.basename(os.path.abspath(run_dir)) for run_dir in run_dirs]
     git_commit()  # record the code the run starts from, not the one at save time
-    wandb_id = None
+    wandb_runs = [None] * args.num_seeds
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            monitor_gym=False,
-            save_code=True,
-            id=resume["meta"]["wandb_id"] if resume else None,
-            resume="allow",
-        )
-        wandb_id = wandb.run.id
+        for n in range(args.num_seeds):  # one W&B run per seed, as from single-seed runs
+            wandb_runs[n] = wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                config=vars(seed_args[n]),
+                name=run_names[n],
+                monitor_gym=False,
+                save_code=True,
+                id=resume["seeds"][n]["meta"]["wandb_id"] if resume else None,
+                resume="allow",
+                reinit="create_new",
+            )
+            wandb_runs[n].define_metric("*", step_metric="global_step")
     from torch.utils.tensorboard import SummaryWriter
 
     # resuming drops what the run logged after its checkpoint (those iterations run again)
-    writer = SummaryWriter(run_dir, purge_step=resume["meta"]["global_step"] if resume else None)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    writers = [SummaryWriter(run_dir, purge_step=resume["seeds"][0]["meta"]["global_step"] if resume else None) for run_dir in run_dirs]
+    for writer, a in zip(writers, seed_args):
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(a).items()])),
+        )
 
-    # TRY NOT TO MODIFY: seeding
+    def log(n, tag, value, step):
+        """One scalar of seed n to its TensorBoard run, and to its W&B run with --track."""
+        writers[n].add_scalar(tag, value, step)
+        if wandb_runs[n] is not None:
+            wandb_runs[n].log({tag: value, "global_step": step})
+
+    # TRY NOT TO MODIFY: seeding. Every seed has its own streams (numpy: rollout noise; torch: init, minibatch order),
+    # so seed k of a --num-seeds run is the single-seed run with --seed k
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    rng = np.random.default_rng(args.seed)
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
-    # env setup: a plain list of envs stepped in a loop (gymnasium's vector-env machinery costs more than a
+    # env setup: a plain list of envs per seed stepped in a loop (gymnasium's vector-env machinery costs more than a
     # MuJoCo step at num_envs=1); we reset finished episodes ourselves and keep their final observations
-    envs = [make_env(args.env_id, args.seed + i)() for i in range(args.num_envs)]
-    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
-    act_low, act_high = envs[0].action_space.low, envs[0].action_space.high
+    envs = [[make_env(args.env_id, seed + i)() for i in range(args.num_envs)] for seed in seeds]
+    obs_dim, act_dim = envs[0][0].observation_space.shape[0], envs[0][0].action_space.shape[0]
+    act_low, act_high = envs[0][0].action_space.low, envs[0][0].action_space.high
+    N = args.num_seeds
 
-    agent = Agent(obs_dim, act_dim, args)
+    agent = Agent(obs_dim, act_dim, args, generators)
     optimizer = torch.optim.Adam(
         [{"params": agent.actor.parameters(), "lr": args.learning_rate}, {"params": agent.critic.parameters(), "lr": args.value_learning_rate}],
         eps=1e-5,
-        fused=True,  # one kernel per tensor: a third of the default Adam's cost at these sizes
+        fused=True,  # one kernel per tensor: a third of the default Adam's cost at these sizes; elementwise, so per seed
     )
     base_lrs = [args.learning_rate, args.value_learning_rate]
 
-    # ALGO Logic: Storage setup (normalized observations, as the actor saw them)
-    obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
-    actions = np.zeros((args.num_steps, args.num_envs, act_dim), dtype=np.float32)
-    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    ends = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    # ALGO Logic: Storage setup (normalized observations, as the actor saw them) [step, seed, env, ...]
+    obs = np.zeros((args.num_steps, N, args.num_envs, obs_dim), dtype=np.float32)
+    actions = np.zeros((args.num_steps, N, args.num_envs, act_dim), dtype=np.float32)
+    rewards = np.zeros((args.num_steps, N, args.num_envs), dtype=np.float32)
+    ends = np.zeros((args.num_steps, N, args.num_envs), dtype=np.float32)
 
     # TRY NOT TO MODIFY: start the game
     if resume is None:
         start_iteration, global_step = 1, 0
-        next_obs_raw = np.stack([env.reset(seed=args.seed + i)[0] for i, env in enumerate(envs)])
-        ret_acc = np.zeros(args.num_envs)  # discounted return, for reward scaling
-        ret_mean, ret_var, ret_count = 0.0, 1.0, 1e-4
-        ep_return, ep_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-        recent_returns = []
+        next_obs_raw = np.stack([np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs_n)]) for seed, envs_n in zip(seeds, envs)])
+        ret_acc = np.zeros((N, args.num_envs))  # discounted return, for reward scaling
+        ret_mean, ret_var, ret_count = np.zeros(N), np.ones(N), np.full(N, 1e-4)
+        ep_return, ep_length = np.zeros((N, args.num_envs)), np.zeros((N, args.num_envs), dtype=np.int64)
+        recent_returns = [[] for _ in seeds]
+        wandb_ids = [run.id if run is not None else None for run in wandb_runs]
     else:  # exactly where the saved run stopped: weights, normalizer, Adam, RNG streams, envs mid-episode, filters
-        start_iteration, global_step, next_obs_raw, ret_acc, ret_mean, ret_var, ret_count, ep_return, ep_length, recent_returns = restore_training_state(
-            resume, agent, optimizer, rng, envs
+        state = restore_training_state(resume, agent, optimizer, generators, rngs, envs)
+        start_iteration, global_step, next_obs_raw, ret_acc, ret_mean, ret_var, ret_count, ep_return, ep_length, recent_returns, wandb_ids = (
+            state[k] for k in ("iteration", "global_step", "next_obs_raw", "ret_acc", "ret_mean", "ret_var", "ret_count", "ep_return", "ep_length", "recent_returns", "wandb_ids")
         )
         if start_iteration > args.num_iterations:
-            print(f"{ckpt_path}: the run already finished at step {global_step}; nothing to resume")
+            print(f"{args.resume}: the run already finished at step {global_step}; nothing to resume")
             sys.exit(0)
-        print(f"resumed {ckpt_path} at step {global_step}", flush=True)
+        print(f"resumed {args.resume} at step {global_step}" + (f" ({N} seeds)" if N > 1 else ""), flush=True)
     start_time, start_step = time.time(), global_step
+    prefix = [f"seed {seed}: " if N > 1 else "" for seed in seeds]
 
     from tqdm import tqdm
 
@@ -644,8 +735,8 @@ if __name__ == "__main__":
         eps_t = args.epsilon * min(1.0, iteration / max(1.0, args.eps_ramp * args.num_iterations))
 
         actor_mean = agent.numpy_actor()
-        std = np.exp(agent.actor.log_std.detach().numpy())
-        noise = rng.standard_normal((args.num_steps, args.num_envs, act_dim)).astype(np.float32)
+        std = np.exp(agent.actor.log_std.detach().numpy())[:, None]
+        noise = np.stack([rng.standard_normal((args.num_steps, args.num_envs, act_dim)) for rng in rngs], 1).astype(np.float32)
         final_obs, final_idx = [], []  # truncated episodes: bootstrap from V(final observation)
         for step in range(0, args.num_steps):
             global_step += args.num_envs
@@ -659,182 +750,208 @@ if __name__ == "__main__":
 
             # TRY NOT TO MODIFY: execute the game and log data.
             clipped = np.clip(action, act_low, act_high)
-            for i, env in enumerate(envs):
-                o, r, terminated, truncated, _ = env.step(clipped[i])
-                ep_return[i] += r
-                ep_length[i] += 1
-                ret_acc[i] = ret_acc[i] * args.gamma + r
-                rewards[step, i] = r
-                ends[step, i] = terminated or truncated
-                if terminated or truncated:
-                    if truncated and not terminated:
-                        final_obs.append(agent.obs_norm.normalize_np(o))
-                        final_idx.append((step, i))
-                    recent_returns.append(ep_return[i])
-                    writer.add_scalar("charts/episodic_return", ep_return[i], global_step)
-                    writer.add_scalar("charts/episodic_length", ep_length[i], global_step)
-                    ep_return[i], ep_length[i] = 0.0, 0
-                    o, _ = env.reset()
-                next_obs_raw[i] = o
-            # reward scaling: divide by the running std of the discounted return (SA-PPO's RewardFilter)
+            for n, envs_n in enumerate(envs):
+                for i, env in enumerate(envs_n):
+                    o, r, terminated, truncated, _ = env.step(clipped[n, i])
+                    ep_return[n, i] += r
+                    ep_length[n, i] += 1
+                    ret_acc[n, i] = ret_acc[n, i] * args.gamma + r
+                    rewards[step, n, i] = r
+                    ends[step, n, i] = terminated or truncated
+                    if terminated or truncated:
+                        if truncated and not terminated:
+                            final_obs.append(agent.obs_norm.normalize_np(o, seed=n))
+                            final_idx.append((step, n, i))
+                        recent_returns[n].append(ep_return[n, i])
+                        log(n, "charts/episodic_return", ep_return[n, i], global_step)
+                        log(n, "charts/episodic_length", ep_length[n, i], global_step)
+                        ep_return[n, i], ep_length[n, i] = 0.0, 0
+                        o, _ = env.reset()
+                    next_obs_raw[n, i] = o
+            # reward scaling: divide by the running std of the discounted return (SA-PPO's RewardFilter), per seed
             b_n = args.num_envs
-            b_mean = float(ret_acc.sum()) / b_n
-            b_var = float(np.square(ret_acc - b_mean).sum()) / b_n
+            b_mean = ret_acc.sum(1) / b_n
+            b_var = np.square(ret_acc - b_mean[:, None]).sum(1) / b_n
             delta, tot = b_mean - ret_mean, ret_count + b_n
             ret_var = (ret_var * ret_count + b_var * b_n + delta**2 * ret_count * b_n / tot) / tot
             ret_mean, ret_count = ret_mean + delta * b_n / tot, tot
-            rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var + 1e-8), -args.reward_clip, args.reward_clip)
+            rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var[:, None] + 1e-8), -args.reward_clip, args.reward_clip)
             ret_acc[ends[step] > 0] = 0.0
 
-        # values and log-probs for the whole rollout in one batched pass
+        # values and log-probs for the whole rollout in one batched pass; [seed, step * env]: each seed's batch in the
+        # order a single-seed run has it
         with torch.no_grad():
-            t_obs = torch.from_numpy(obs.reshape(-1, obs_dim))
-            t_actions = torch.from_numpy(actions.reshape(-1, act_dim))
+            t_obs = torch.from_numpy(obs.transpose(1, 0, 2, 3).reshape(N, -1, obs_dim))
+            t_actions = torch.from_numpy(actions.transpose(1, 0, 2, 3).reshape(N, -1, act_dim))
             _, t_logprobs, _, t_values = agent.get_action_and_value(t_obs, t_actions)
-            values = t_values.numpy().reshape(args.num_steps, args.num_envs)
-            next_value = agent.get_value(torch.from_numpy(agent.obs_norm.normalize_np(next_obs_raw))).numpy().reshape(-1)
-            if final_obs:
-                final_values = agent.get_value(torch.from_numpy(np.stack(final_obs))).numpy().reshape(-1)
-                for (s, i), v in zip(final_idx, final_values):
-                    rewards[s, i] += args.gamma * v
+            values = t_values.numpy().reshape(N, args.num_steps, args.num_envs).transpose(1, 0, 2)
+            next_value = agent.get_value(torch.from_numpy(agent.obs_norm.normalize_np(next_obs_raw))).numpy().reshape(N, args.num_envs)
+            for n in range(N):  # final observations through their own seed's critic
+                idx = [j for j, (_, seed_n, _) in enumerate(final_idx) if seed_n == n]
+                if idx:
+                    final_values = agent.get_value(torch.from_numpy(np.stack([final_obs[j] for j in idx]))[None], seed=n).numpy().reshape(-1)
+                    for j, v in zip(idx, final_values):
+                        s, _, i = final_idx[j]
+                        rewards[s, n, i] += args.gamma * v
 
         # bootstrap value if not done
         advantages = compute_gae(rewards, values, ends, next_value, args.gamma, args.gae_lambda)
         returns = advantages + values
 
-        # flatten the batch
+        # flatten the batch (per seed)
         b_obs = t_obs
         b_logprobs = t_logprobs
         b_actions = t_actions
-        b_advantages = torch.from_numpy(advantages.reshape(-1))
-        b_returns = torch.from_numpy(returns.reshape(-1))
-        b_values = torch.from_numpy(values.reshape(-1))
+        b_advantages = torch.from_numpy(advantages.transpose(1, 0, 2).reshape(N, -1))
+        b_returns = torch.from_numpy(returns.transpose(1, 0, 2).reshape(N, -1))
+        b_values = torch.from_numpy(values.transpose(1, 0, 2).reshape(N, -1))
 
-        # Optimizing the policy and value network
+        # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...])
         clipfracs = []
+        seed_rows = torch.arange(N).unsqueeze(1)
         for epoch in range(args.update_epochs):
-            b_inds = torch.randperm(args.batch_size)
+            b_inds = torch.stack([torch.randperm(args.batch_size, generator=g) for g in generators])  # each seed its own order
             # shuffle once per epoch, then take contiguous slices: one gather per tensor instead of one per minibatch
             e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values = (
-                t[b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
+                t[seed_rows, b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
             )
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = slice(start, start + args.minibatch_size)
 
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb_inds], e_actions[mb_inds])
-                logratio = newlogprob - e_logprobs[mb_inds]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[:, mb_inds], e_actions[:, mb_inds])
+                logratio = newlogprob - e_logprobs[:, mb_inds]
                 ratio = logratio.exp()
 
                 with torch.no_grad():
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                    old_approx_kl = (-logratio).mean(1)
+                    approx_kl = ((ratio - 1) - logratio).mean(1)
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean(1))
 
-                mb_advantages = e_advantages[mb_inds]
+                mb_advantages = e_advantages[:, mb_inds]
                 if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                    mb_advantages = (mb_advantages - mb_advantages.mean(1, keepdim=True)) / (mb_advantages.std(1, keepdim=True) + 1e-8)
 
                 # Policy loss
                 pg_loss1 = -mb_advantages * ratio
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean(1)
 
                 # Value loss
-                newvalue = newvalue.view(-1)
+                newvalue = newvalue.squeeze(2)
                 if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - e_returns[mb_inds]) ** 2
-                    v_clipped = e_values[mb_inds] + torch.clamp(newvalue - e_values[mb_inds], -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - e_returns[mb_inds]) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    v_loss_unclipped = (newvalue - e_returns[:, mb_inds]) ** 2
+                    v_clipped = e_values[:, mb_inds] + torch.clamp(newvalue - e_values[:, mb_inds], -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - e_returns[:, mb_inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean(1)
                 else:
-                    v_loss = 0.5 * ((newvalue - e_returns[mb_inds]) ** 2).mean()
+                    v_loss = 0.5 * ((newvalue - e_returns[:, mb_inds]) ** 2).mean(1)
 
-                entropy_loss = entropy.mean()
+                entropy_loss = entropy.mean(1)
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
                 # ALGO LOGIC: AR-PPO inner problem (Algorithm 2, lines 7-8) with the current policy: PGD minimizes the clipped
                 # surrogate g(pi(a|x_hat) / pi_t(a|x), A) over the eps_t ball, with the minibatch-normalized A the outer loss
                 # uses; outer problem (lines 9-10): the clipped surrogate at x_hat, a constant in the gradient
                 x_hat, surrogate_start, surrogate_end = pgd_surrogate_attack(
-                    agent, e_obs[mb_inds], e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size
+                    agent, e_obs[:, mb_inds], e_actions[:, mb_inds], e_logprobs[:, mb_inds], mb_advantages, args.clip_coef, eps_t, args.inner_steps, args.inner_step_size, generators
                 )
-                robust_loss = robust_policy_loss(agent, x_hat, e_actions[mb_inds], e_logprobs[mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
+                robust_loss = robust_policy_loss(agent, x_hat, e_actions[:, mb_inds], e_logprobs[:, mb_inds], mb_advantages, args.clip_coef, args.ent_coef)
                 if args.guidance:
                     loss = loss + args.kappa * robust_loss
                 else:
                     loss = robust_loss + v_loss * args.vf_coef
 
                 optimizer.zero_grad()
-                loss.backward()
+                loss.sum().backward()  # the seeds' parameters are disjoint: each seed's gradient is that of its own loss
                 if args.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(agent.actor.parameters(), args.max_grad_norm)
-                    nn.utils.clip_grad_norm_(agent.critic.parameters(), args.max_grad_norm)
+                    clip_grad_norm_per_seed(agent.actor.parameters(), args.max_grad_norm)
+                    clip_grad_norm_per_seed(agent.critic.parameters(), args.max_grad_norm)
                 optimizer.step()
 
-            if args.target_kl is not None and approx_kl > args.target_kl:
+            if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
 
         y_pred, y_true = b_values.numpy(), b_returns.numpy()
-        var_y = np.var(y_true)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        var_y = np.var(y_true, axis=1)
+        explained_var = np.where(var_y == 0, np.nan, 1 - np.var(y_true - y_pred, axis=1) / np.where(var_y == 0, 1, var_y))
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
-        sps = int((global_step - start_step) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        writer.add_scalar("robust/eps", eps_t, global_step)
-        writer.add_scalar("robust/kappa", args.kappa, global_step)
-        writer.add_scalar("robust/surrogate_start", surrogate_start.item(), global_step)
-        writer.add_scalar("robust/surrogate_end", surrogate_end.item(), global_step)
-        writer.add_scalar("robust/loss", robust_loss.item(), global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        recent = float(np.mean(recent_returns[-10:])) if recent_returns else float("nan")
+        sps = int((global_step - start_step) * N / (time.time() - start_time))
+        metrics = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "losses/value_loss": v_loss.detach(),
+            "losses/policy_loss": pg_loss.detach(),
+            "losses/entropy": entropy_loss.detach(),
+            "losses/old_approx_kl": old_approx_kl,
+            "losses/approx_kl": approx_kl,
+            "losses/clipfrac": torch.stack(clipfracs).mean(0),
+            "losses/explained_variance": explained_var,
+            "robust/eps": eps_t,
+            "robust/kappa": args.kappa,
+            "robust/surrogate_start": surrogate_start,
+            "robust/surrogate_end": surrogate_end,
+            "robust/loss": robust_loss.detach(),
+            "charts/SPS": sps,
+        }
+        for tag, value in metrics.items():  # per-seed tensors and arrays go to their seed's run, numbers to all
+            values = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else [value] * N
+            for n in range(N):
+                log(n, tag, values[n], global_step)
+        recent = [float(np.mean(r[-10:])) if r else float("nan") for r in recent_returns]
         pbar.update(args.batch_size)
-        pbar.set_postfix(ret=f"{recent:.0f}", sps=sps, refresh=False)
+        pbar.set_postfix(ret=f"{np.mean(recent):.0f}", sps=sps, refresh=False)
         if not show_bar and (iteration == 1 or iteration % max(1, args.num_iterations // 20) == 0 or iteration == args.num_iterations):
-            eta = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
-            print(f"iter {iteration}/{args.num_iterations} step {global_step} return(last10) {recent:.1f} SPS {sps} ETA {eta/60:.1f} min", flush=True)
+            eta = (args.num_iterations - iteration) * args.batch_size * N / max(sps, 1)
+            seeds_note = f" (mean of {N} seeds, {min(recent):.1f} to {max(recent):.1f})" if N > 1 else ""
+            print(f"iter {iteration}/{args.num_iterations} step {global_step} return(last10) {np.mean(recent):.1f}{seeds_note} SPS {sps} ETA {eta/60:.1f} min", flush=True)
         if args.save_model and ((args.save_every and iteration % args.save_every == 0) or interrupt.signum or iteration == args.num_iterations):
-            state = training_state(iteration + 1, global_step, optimizer, rng, envs, next_obs_raw, ret_acc, (ret_mean, ret_var, ret_count), ep_return, ep_length, recent_returns, wandb_id)
-            save_checkpoint(ckpt_path, agent, args, global_step, epsilon=args.epsilon, resume_state=state)
-            interrupt.saved = ckpt_path
+            loop = dict(iteration=iteration + 1, global_step=global_step, next_obs_raw=next_obs_raw, ret_acc=ret_acc, ret_mean=ret_mean, ret_var=ret_var,
+                        ret_count=ret_count, ep_return=ep_return, ep_length=ep_length, recent_returns=recent_returns, wandb_ids=wandb_ids)
+            for n in range(N):
+                group = [os.path.relpath(path, os.path.dirname(ckpt_paths[n])) for path in ckpt_paths]
+                state = training_state(n, loop, optimizer, generators[n], rngs[n], envs[n], group)
+                save_checkpoint(ckpt_paths[n], agent, n, seed_args[n], global_step, epsilon=args.epsilon, resume_state=state)
+            interrupt.saved = ckpt_paths[0] if N == 1 else f"{ckpt_paths[0]} and the other {N - 1} seeds'"
         if interrupt.signum:
             pbar.close()
-            writer.close()
-            saved = f"saved {ckpt_path}; resume with --resume {ckpt_path}" if args.save_model else "nothing saved (--no-save-model)"
+            for writer in writers:
+                writer.close()
+            saved = f"saved {interrupt.saved}; resume with --resume {ckpt_paths[0]}" if args.save_model else "nothing saved (--no-save-model)"
             print(f"interrupted at step {global_step}; {saved}", file=sys.stderr, flush=True)
             sys.exit(128 + interrupt.signum)
     interrupt.in_loop = False
     pbar.close()
 
     if args.save_model:
-        print(f"model saved to {ckpt_path}")
+        for n in range(N):
+            print(f"{prefix[n]}model saved to {ckpt_paths[n]}")
     if args.eval_episodes > 0:
         from eval_attacks import evaluate
 
-        episodic_returns = evaluate(agent, args.env_id, episodes=args.eval_episodes, seed=args.seed + 10_000)
-        for idx, episodic_return in enumerate(episodic_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-        writer.add_scalar("eval/natural_return", float(np.mean(episodic_returns)), global_step)
-        print(f"eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
+        for n, seed in enumerate(seeds):  # seed n's frozen policy, exactly as eval_attacks.py loads its checkpoint
+            episodic_returns = evaluate(agent.policy(n, args), args.env_id, episodes=args.eval_episodes, seed=seed + 10_000)
+            for idx, episodic_return in enumerate(episodic_returns):
+                writers[n].add_scalar("eval/episodic_return", episodic_return, idx)
+            log(n, "eval/natural_return", float(np.mean(episodic_returns)), global_step)
+            print(f"{prefix[n]}eval: natural return {np.mean(episodic_returns):.1f} +- {np.std(episodic_returns):.1f} over {args.eval_episodes} episodes")
     if args.eval_episodes > 0 and args.epsilon is not None:
         # the attacks that need no training, at the env's budget (all six: eval_attacks.py --attacks all)
         from attacks.critic import CriticAttack
         from attacks.mad import MADAttack
         from attacks.random import RandomAttack
 
-        for attack in (RandomAttack(agent, args.epsilon), CriticAttack(agent, args.epsilon), MADAttack(agent, args.epsilon)):
-            attacked = evaluate(agent, args.env_id, episodes=args.eval_episodes, seed=args.seed + 10_000, attack=attack)
-            writer.add_scalar(f"eval/{attack.name}_return", float(np.mean(attacked)), global_step)
-            print(f"eval: {attack.name} return {np.mean(attacked):.1f} +- {np.std(attacked):.1f} (eps {args.epsilon})")
+        for n, seed in enumerate(seeds):
+            policy = agent.policy(n, args)
+            for attack in (RandomAttack(policy, args.epsilon), CriticAttack(policy, args.epsilon), MADAttack(policy, args.epsilon)):
+                attacked = evaluate(policy, args.env_id, episodes=args.eval_episodes, seed=seed + 10_000, attack=attack)
+                log(n, f"eval/{attack.name}_return", float(np.mean(attacked)), global_step)
+                print(f"{prefix[n]}eval: {attack.name} return {np.mean(attacked):.1f} +- {np.std(attacked):.1f} (eps {args.epsilon})")
 
-    for env in envs:
-        env.close()
-    writer.close()
+    for envs_n in envs:
+        for env in envs_n:
+            env.close()
+    for writer, run in zip(writers, wandb_runs):
+        writer.close()
+        if run is not None:
+            run.finish()

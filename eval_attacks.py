@@ -1,14 +1,18 @@
 """Evaluate saved actors: natural return, return under each observation attack, the worst, and worst-case
-robustness (worst - natural) / natural, as in Table 2 of the BARPO paper (arXiv 2512.01228; DESIGN.md section 4).
+robustness (worst - natural) / natural, as in Table 2 of the BARPO paper (arXiv 2512.01228); the protocol is
+docs/protocol.md.
 
     python eval_attacks.py --model zoo/ppo_continuous__HalfCheetah-v4.safetensors --attacks fast
     python eval_attacks.py --model a.safetensors b.safetensors --attacks all --json out.json --markdown out.md
     python eval_attacks.py --model a.safetensors --attacks fast --epsilons 0 0.05 0.1 0.15 0.2 --plot curve.png
+    python eval_attacks.py --model zoo/ppo_continuous__HalfCheetah-v4.safetensors --env-id HalfCheetah-v5
 
 Deterministic actions, frozen normalizer, fixed seeds (episode k starts from reset(seed=seed + k)); episodes run
-vectorized across --num-envs environments and every attack is batched over them.
+vectorized across --num-envs environments and every attack is batched over them. Learned attacks (rs, sa_rl, pa_ad)
+are trained once per checkpoint, eps, budget and --attack-seed and cached in <checkpoint>.attacks/.
 """
 import datetime
+import glob
 import json
 import math
 import os
@@ -44,7 +48,11 @@ class Args:
     num_envs: Optional[int] = None
     """environments stepped together (default: all episodes at once); 1 = the one-env protocol"""
     seed: int = 0
-    """evaluation seed: episode k starts from env.reset(seed=seed + k)"""
+    """evaluation seed: episode k starts from env.reset(seed=seed + k) (learned attacks use --attack-seed)"""
+    attack_seed: int = 0
+    """seed of the learned attacks' training (rs, sa_rl, pa_ad) and part of their cache key"""
+    env_id: Optional[str] = None
+    """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10
     """gradient steps of the critic, MAD, RS and PA-AD attacks (step size eps / attack_steps)"""
     rs_steps: int = 200_000
@@ -68,12 +76,16 @@ class Args:
     torch_threads: int = 1
     """torch intra-op threads"""
     progress: Optional[bool] = None
-    """progress bars (default: only on an interactive terminal)"""
+    """progress bars (default: on a terminal); without them, learned attacks' training prints a line every ~10%"""
 
 
 def fail(msg):
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+def first_line(e):
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on_episode=None):
@@ -128,74 +140,184 @@ def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on
     return returns
 
 
-def make_attack(name, policy, epsilon, args, model_path, env_id):
-    """The attack object for `name`; learned attacks are fitted once and cached next to the victim."""
+def make_attack(name, policy, epsilon, args):
+    """[(label, attack)] for `name`: one entry, or for robust Sarsa one per RS_GRID entry (labelled by its settings,
+    e.g. rs[reg=0.1]); learned attacks are not fitted yet (see learned_attack)."""
     from attacks.critic import CriticAttack
     from attacks.mad import MADAttack
     from attacks.random import RandomAttack
 
     if name == "random":
-        return [RandomAttack(policy, epsilon)]
+        return [(name, RandomAttack(policy, epsilon))]
     if name == "critic":
-        return [CriticAttack(policy, epsilon, steps=args.attack_steps)]
+        return [(name, CriticAttack(policy, epsilon, steps=args.attack_steps))]
     if name == "mad":
-        return [MADAttack(policy, epsilon, steps=args.attack_steps)]
-    from attacks.checkpoint import policy_hash
+        return [(name, MADAttack(policy, epsilon, steps=args.attack_steps))]
     from attacks.pa_ad import PAADAttack
-    from attacks.ppo_adversary import cache_path, fit_or_load
     from attacks.rs import RS_GRID, RobustSarsaAttack
     from attacks.sa_rl import SARLAttack
 
     if name == "rs":  # a small grid of Q functions; the caller reports the strongest
-        candidates, fit_steps = [RobustSarsaAttack(policy, epsilon, attack_steps=args.attack_steps, **s) for s in RS_GRID], args.rs_steps
-    elif name == "sa_rl":
-        candidates, fit_steps = [SARLAttack(policy, epsilon)], args.sa_rl_steps
-    else:
-        candidates, fit_steps = [PAADAttack(policy, epsilon, pgd_steps=args.attack_steps)], args.pa_ad_steps
-    victim = policy_hash(policy)
-    for attack in candidates:
-        cache = cache_path(model_path, victim, name, {**attack.settings, "steps": fit_steps, "seed": args.seed})
-        loaded = fit_or_load(attack, cache, env_id, fit_steps, args.seed, show_progress(args))
-        print(f"{name}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr)
+        grid = [RobustSarsaAttack(policy, epsilon, attack_steps=args.attack_steps, **s) for s in RS_GRID]
+        return [(a.label, a) for a in grid]
+    if name == "sa_rl":
+        return [(name, SARLAttack(policy, epsilon))]
+    return [(name, PAADAttack(policy, epsilon, pgd_steps=args.attack_steps))]
+
+
+def fit_steps(name, args):
+    return {"rs": args.rs_steps, "sa_rl": args.sa_rl_steps, "pa_ad": args.pa_ad_steps}[name]
+
+
+def attack_cache(model, name, attack, args):
+    """Where a learned attack's fit is cached: keyed by the victim, the attack's settings, the fit's steps and
+    --attack-seed. The seed keeps the key name "seed" and its plain-int value: caches made before --attack-seed
+    existed hold the evaluation seed 0 there (which then also seeded the fits), so --attack-seed 0 finds them. The
+    env joins the key only when it is not the checkpoint's own (-v5 for a -v4 checkpoint): a fit on another env
+    learns something else, and leaving it out otherwise keeps the existing caches' keys."""
+    from attacks.ppo_adversary import cache_path
+
+    key = {**attack.settings, "steps": fit_steps(name, args), "seed": args.attack_seed}
+    if model.env_id != model.meta["env_id"]:
+        key["env_id"] = model.env_id
+    return cache_path(model.path, model.victim_hash, name, key)
+
+
+def learned_attack(model, name, epsilon, args):
+    """make_attack, with every learned attack loaded from its cache or fitted (on the evaluated env) and cached."""
+    from attacks.ppo_adversary import fit_or_load
+
+    candidates = make_attack(name, model.policy, epsilon, args)
+    if name in LEARNED:
+        for label, attack in candidates:
+            cache = attack_cache(model, name, attack, args)
+            steps, progress = fit_steps(name, args), show_progress(args)
+            loaded = fit_or_load(attack, cache, model.env_id, steps, args.attack_seed, progress)
+            print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
     return candidates
 
 
+# Fit speed of each learned attack in its --*-steps per second of wall-clock (robust Sarsa: per Q function, data
+# collection and 30 TD epochs together, averaged over RS_GRID), only for the up-front "will train" estimate: rough,
+# it varies ~1.5x between envs and more with the machine's load. Measured 2026-11-22 on a 2-core AMD EPYC VM, one
+# process (with one other process busy on the machine), torch 1 thread, zoo PPO agents Hopper-v4 / HalfCheetah-v4:
+# rs 1770 / 2180 (3 x 20k steps), sa_rl 2180 / 3390, pa_ad 1570 / 2510 (16k steps each); the slower env's, rounded.
+# Cross-check the same day: a full 1M-step sa_rl fit on Hopper-v4 took 6.8 min (2450 steps/s; estimated ~8 min).
+FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600}
+
+
+def count(n):
+    """200k, 1M, 1.5M, 256: step budgets as a person says them."""
+    for div, suffix in ((1_000_000, "M"), (1000, "k")):
+        if n >= div and n % (div // 10) == 0:
+            return f"{n / div:g}{suffix}"
+    return str(n)
+
+
+def announce_fits(models, names, args):
+    """One stderr line before anything runs: which requested learned attacks will train (how much, roughly how long)
+    and which are cached, e.g. `will train: rs (3 Q functions x 200k steps, ~6 min); cached: sa_rl`. A cache folder
+    that a fit could not be saved to is an error now, not after the evaluations before it."""
+    from attacks.ppo_adversary import format_duration
+
+    learned = [n for n in names if n in LEARNED]
+    if not learned:
+        return
+    todo, done = {n: 0 for n in learned}, {n: 0 for n in learned}
+    for model in models:
+        for epsilon in model.epsilons:
+            for name in learned:
+                for _, attack in make_attack(name, model.policy, epsilon, args):
+                    cache = attack_cache(model, name, attack, args)
+                    if os.path.exists(cache):
+                        done[name] += 1
+                        continue
+                    todo[name] += 1
+                    folder = os.path.dirname(os.path.abspath(cache))
+                    if not os.access(folder if os.path.isdir(folder) else os.path.dirname(folder), os.W_OK):
+                        fail(f"{folder}: cannot write the attack cache here ({name} would train and not be saved)")
+    parts, total = [], 0.0
+    for name in (n for n in learned if todo[n]):
+        seconds = todo[name] * fit_steps(name, args) / FIT_STEPS_PER_SECOND[name]
+        total += seconds
+        if name == "rs":
+            fits = f"{todo[name]} Q function{'s' if todo[name] > 1 else ''} x "
+        else:
+            fits = f"{todo[name]} x " if todo[name] > 1 else ""
+        parts.append(f"{name} ({fits}{count(fit_steps(name, args))} steps, ~{format_duration(max(seconds, 1))})")
+    cached = [n if not todo[n] else f"{n} ({done[n]} of {done[n] + todo[n]})" for n in learned if done[n]]
+    line = f"will train: {', '.join(parts) or 'none'}"
+    if len(parts) > 1:
+        line += f" (~{format_duration(total)} in all)"
+    print(f"{line}; cached: {', '.join(cached) or 'none'}", file=sys.stderr, flush=True)
+
+
 def show_progress(args):
-    return sys.stderr.isatty() if args.progress is None else args.progress
+    """How fits report: a tqdm "bar" on a terminal, plain "lines" otherwise; --progress True / False decides."""
+    return "bar" if (sys.stderr.isatty() if args.progress is None else args.progress) else "lines"
 
 
 def summary(returns):
     return dict(mean=float(np.mean(returns)), std=float(np.std(returns)), returns=[float(r) for r in returns])
 
 
-def run_model(path, args, epsilon_override=None):
-    """Evaluate one checkpoint: natural + every attack at one eps. Returns the result dict."""
-    from tqdm import tqdm
+@dataclass
+class Model:
+    """A checkpoint ready to evaluate: its policy, metadata, the env it is evaluated on and the budgets."""
 
-    from attacks.checkpoint import CheckpointError, default_epsilon, load_checkpoint
+    path: str
+    policy: object
+    meta: dict
+    env_id: str
+    victim_hash: str
+    epsilons: list
 
+
+def open_model(path, args):
+    """Load and check a checkpoint against the env it will be evaluated on (--env-id or its own) and resolve its
+    budgets, or end with a one-line error: every model is opened before anything runs."""
+    from attacks.checkpoint import CheckpointError, default_epsilon, load_checkpoint, policy_hash
+
+    if os.path.isdir(path):
+        n = len(glob.glob(os.path.join(glob.escape(path), "*.safetensors")))
+        held = f"holds {n} checkpoint{'s' if n != 1 else ''}" if n else "holds no .safetensors file"
+        example = os.path.join(path, "*.safetensors")
+        fail(f"{path} is a folder ({held}), not a checkpoint: pass files, e.g. --model {example}")
     try:
-        policy, meta = load_checkpoint(path)
+        policy, meta = load_checkpoint(path, env_id=args.env_id)  # another robot than --env-id's is refused here
     except CheckpointError as e:
         fail(str(e))
-    env_id = meta["env_id"]
+    env_id = args.env_id or meta["env_id"]
     try:
         spec_env = gym.make(env_id)
-    except Exception:
+    except Exception as e:
+        if args.env_id:
+            fail(f"--env-id {env_id!r}: gymnasium cannot make it ({first_line(e)})")
         fail(f"{path}: checkpoint env {env_id!r} is not a registered gymnasium environment")
     obs_dim, act_dim = spec_env.observation_space.shape[0], spec_env.action_space.shape[0]
     spec_env.close()
     if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
         fail(f"{path}: checkpoint dims (obs {meta['obs_dim']}, act {meta['act_dim']}) do not match {env_id} (obs {obs_dim}, act {act_dim})")
-    epsilon = epsilon_override if epsilon_override is not None else args.epsilon
-    if epsilon is None:
-        epsilon = default_epsilon(env_id)
-        if epsilon is None:
-            fail(f"no default attack budget for {env_id}: pass --epsilon")
+    if args.epsilons:
+        epsilons = list(args.epsilons)
+    else:  # the budget is the evaluated env's (the same robot's as the checkpoint's, so the same number)
+        epsilons = [args.epsilon if args.epsilon is not None else default_epsilon(env_id)]
+    if None in epsilons:
+        fail(f"no default attack budget for {env_id}: pass --epsilon")
+    return Model(path, policy, meta, env_id, policy_hash(policy), epsilons)
+
+
+def run_model(model, args, epsilon):
+    """Evaluate one checkpoint: natural + every attack at one eps. Returns the result dict."""
+    from tqdm import tqdm
+
+    path, policy, env_id = model.path, model.policy, model.env_id
     names = expand_attacks(args.attacks)
-    bar = show_progress(args)
-    result = dict(model=path, env_id=env_id, script=meta.get("script"), global_step=meta.get("global_step"), epsilon=epsilon,
-                  episodes=args.episodes, seed=args.seed, attacks={})
+    bar = show_progress(args) == "bar"
+    result = dict(model=path, env_id=env_id, checkpoint_env_id=model.meta["env_id"], script=model.meta.get("script"),
+                  global_step=model.meta.get("global_step"), epsilon=epsilon, episodes=args.episodes, seed=args.seed,
+                  attack_seed=args.attack_seed, attacks={})
+    head = f"{os.path.basename(path)} eps {epsilon:g}"
 
     def run(label, attack):
         t0 = time.time()
@@ -203,20 +325,25 @@ def run_model(path, args, epsilon_override=None):
             returns = evaluate(policy, env_id, args.episodes, args.seed, args.num_envs, attack, on_episode=lambda: pbar.update(1))
         out = summary(returns)
         out["seconds"] = round(time.time() - t0, 2)
-        print(f"{os.path.basename(path)} eps {epsilon:g} {label}: {out['mean']:.1f} +- {out['std']:.1f} ({out['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        line = f"{head} {label}: {out['mean']:.1f} +- {out['std']:.1f} ({out['seconds']:.0f} s)"
+        print(line, file=sys.stderr, flush=True)
         return out
 
     result["natural"] = run("natural", None)
     for name in names:
         try:
-            candidates = make_attack(name, policy, epsilon, args, path, env_id)
+            candidates = learned_attack(model, name, epsilon, args)
         except (ValueError, OSError) as e:  # no critic in the checkpoint, an unreadable or unwritable attack cache
-            fail(f"{path}: {name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
-        runs = [run(name, attack) for attack in candidates]
+            fail(f"{path}: {name}: {first_line(e)}")
+        runs = [run(label, attack) for label, attack in candidates]
         best = min(range(len(runs)), key=lambda i: runs[i]["mean"])  # the strongest of a grid (robust Sarsa)
         result["attacks"][name] = runs[best]
         if len(runs) > 1:
-            result["attacks"][name]["grid_means"] = [r["mean"] for r in runs]
+            labels = [label for label, _ in candidates]
+            means = [r["mean"] for r in runs]
+            result["attacks"][name].update(strongest=labels[best], grid_labels=labels, grid_means=means)
+            grid = ", ".join(f"{label} {r['mean']:.1f}" for label, r in zip(labels, runs))
+            print(f"{head} {name}: the strongest is {labels[best]} (of {grid})", file=sys.stderr, flush=True)
     nat = result["natural"]["mean"]
     if result["attacks"]:
         worst = min(result["attacks"], key=lambda n: result["attacks"][n]["mean"])
@@ -301,22 +428,22 @@ def main(args):
         fail("--plot needs --epsilons")
     if args.torch_threads <= 0:
         fail(f"--torch-threads must be positive, got {args.torch_threads}")
-    expand_attacks(args.attacks)
-    # fail now, not after an hour of evaluation: every model readable, every output folder writable
-    from attacks.checkpoint import CheckpointError, read_checkpoint
-
-    for path in args.model:
+    names = expand_attacks(args.attacks)
+    if args.env_id is not None:
         try:
-            read_checkpoint(path)
-        except CheckpointError as e:
-            fail(str(e))
+            gym.spec(args.env_id)
+        except gym.error.Error as e:
+            fail(f"--env-id {args.env_id!r} is not a registered gymnasium environment ({first_line(e)})")
+    # fail now, not after an hour of evaluation: every model readable and fit for its env, every output folder writable
     for out_path in (args.json, args.markdown, args.plot):
         if out_path and not os.access(os.path.dirname(os.path.abspath(out_path)), os.W_OK):
             fail(f"{out_path}: its folder does not exist or is not writable")
+    models = [open_model(path, args) for path in args.model]
     torch.set_num_threads(args.torch_threads)
+    announce_fits(models, names, args)
     out = dict(schema=SCHEMA, **provenance())
     if args.epsilons:
-        sweep = {path: [run_model(path, args, e) for e in args.epsilons] for path in args.model}
+        sweep = {m.path: [run_model(m, args, e) for e in m.epsilons] for m in models}
         for path, points in sweep.items():
             print(f"\n{path}")
             print(table(points))
@@ -326,7 +453,7 @@ def main(args):
             print(f"plot written to {args.plot}")
         results = [p for points in sweep.values() for p in points]
     else:
-        results = [run_model(path, args) for path in args.model]
+        results = [run_model(m, args, m.epsilons[0]) for m in models]
         print(table(results))
         out["results"] = results
     if args.json:

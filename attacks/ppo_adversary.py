@@ -1,6 +1,6 @@
 """What the learned attacks (rs.py, sa_rl.py, pa_ad.py) share: a small PPO learner for an adversary that acts on
 the victim's normalized observation, numpy copies of small MLPs for fast rollouts, and saving/caching what an
-attack learned next to the victim checkpoint (DESIGN.md section 4).
+attack learned next to the victim checkpoint (the evaluation protocol: docs/protocol.md).
 
 PPO as in ppo_continuous.py (Schulman et al. 2017; clipped surrogate, GAE, reward scaling by the running std of
 the discounted return), maximizing the adversary's return sum_t gamma^t r_adv_t, r_adv = -r_victim:
@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -23,7 +24,7 @@ import torch.nn as nn
 
 @dataclass
 class PPOConfig:
-    """The adversary's PPO settings: the robust-RL papers' PPO (DESIGN.md section 5) unless noted."""
+    """The adversary's PPO settings: the robust-RL papers' PPO (docs/protocol.md) unless noted."""
 
     num_envs: int = 1
     """envs stepped in a list; a rollout is num_envs x num_steps"""
@@ -144,6 +145,55 @@ def numpy_normalizer(obs_norm):
     return normalize
 
 
+def format_duration(seconds):
+    """42 s, 6 min, 1.5 h: for ETAs and time estimates, where more digits would claim a precision they lack."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class FitProgress:
+    """Progress of one phase of a learned attack's fit, on stderr. mode "bar" (or True): a tqdm bar, for a terminal.
+    "lines": a plain line every ~10% of `total` (what, done/total, rate, ETA), for logs and pipes, where a bar is one
+    endless line of carriage returns and a 25-minute fit would otherwise look hung. False or None: nothing."""
+
+    def __init__(self, mode, total, desc, unit="steps"):
+        self.mode = "bar" if mode is True else (mode or None)
+        if self.mode not in (None, "bar", "lines"):
+            raise ValueError(f"progress must be 'bar', 'lines', True, False or None, got {mode!r}")
+        self.total, self.desc, self.unit = max(int(total), 1), desc, unit
+        self.done, self.start, self.next_line = 0, time.time(), self.total / 10
+        self.bar = None
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit=unit, unit_scale=True, desc=desc, dynamic_ncols=True)
+
+    def update(self, n, **postfix):
+        """n more units done; postfix: a few key=value readings (losses, the victim's return) shown with it."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(**postfix, refresh=False)
+        elif self.mode == "lines" and self.done >= min(self.next_line, self.total):
+            while self.next_line <= self.done:
+                self.next_line += self.total / 10
+            rate = self.done / max(time.time() - self.start, 1e-9)
+            eta = format_duration((self.total - self.done) / rate)
+            extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in postfix.items())
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%), "
+                  f"{rate:.0f} {self.unit}/s, ETA {eta}{extra}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
     """GAE over [T, N]; ends[t]: the episode ended at step t (a truncated step's reward already holds gamma * V(final))."""
     advantages = np.zeros_like(rewards)
@@ -162,9 +212,8 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
 
     normalize(obs) -> x (the victim's frozen normalizer); victim_action(x, a) -> the victim's action [N, act_dim]
     when the adversary plays a [N, k] at x (numpy, batched over the N envs; clipped to the bounds here).
+    progress: "bar" (or True), "lines" or False/None (see FitProgress).
     """
-    from tqdm import tqdm
-
     envs = [gym.make(env_id) for _ in range(cfg.num_envs)]
     N, T = cfg.num_envs, cfg.num_steps
     obs_dim = envs[0].observation_space.shape[0]
@@ -187,7 +236,7 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
     ret_acc, ret_mean, ret_var, ret_count = np.zeros(N), 0.0, 1.0, 1e-4
     ep_return, episode_returns = np.zeros(N), []
     start_time, global_step = time.time(), 0
-    pbar = tqdm(total=num_iterations * batch_size, unit="step", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
+    pbar = FitProgress(progress, num_iterations * batch_size, desc)
     for iteration in range(1, num_iterations + 1):
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * cfg.learning_rate
@@ -264,10 +313,8 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
                     nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
                 optimizer.step()
 
-        sps = int(global_step / (time.time() - start_time))
         recent = float(np.mean(episode_returns[-10:])) if episode_returns else float("nan")
-        pbar.update(batch_size)
-        pbar.set_postfix(victim_ret=f"{recent:.0f}", sps=sps, refresh=False)
+        pbar.update(batch_size, victim_return=f"{recent:.0f}")
     pbar.close()
     for env in envs:
         env.close()
@@ -331,7 +378,8 @@ def cache_path(victim_path, victim_hash, name, settings):
 
 
 def fit_or_load(attack, cache, env_id, steps, seed, progress=False):
-    """Load `attack` from `cache` if the file exists, else fit it and save it there (atomically). Returns True if loaded."""
+    """Load `attack` from `cache` if the file exists, else fit it and save it there (atomically). Returns True if
+    loaded. progress: how the fit reports, "bar", "lines" or False (see FitProgress)."""
     if os.path.exists(cache):
         attack.load(cache)
         return True

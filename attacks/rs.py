@@ -21,11 +21,25 @@ import torch
 import torch.nn as nn
 
 from attacks.checkpoint import policy_hash
-from attacks.ppo_adversary import MLP, forward_invariant, load_network, numpy_mlp, numpy_normalizer, save_attack
+from attacks.ppo_adversary import (
+    MLP,
+    FitProgress,
+    forward_invariant,
+    load_network,
+    numpy_mlp,
+    numpy_normalizer,
+    save_attack,
+)
 
 NAME = "rs"
 DEFAULT_STEPS = 200_000  # victim transitions per Q (SA-PPO's sarsa training collected ~10^5-10^6)
 RS_GRID = [dict(reg=0.0), dict(reg=0.1), dict(reg=1.0)]
+
+
+def label(settings):
+    """`rs[reg=0.1]`: the settings that RS_GRID varies, which are what tells the grid's Q functions apart in a log."""
+    keys = sorted({k for entry in RS_GRID for k in entry})
+    return f"{NAME}[{', '.join(f'{k}={settings[k]}' for k in keys)}]"
 
 
 class QNet(nn.Module):
@@ -47,10 +61,11 @@ def sarsa_targets(q, r, x2, a2, terminal, gamma):
         return r + gamma * (1.0 - terminal) * q(x2, a2)
 
 
-def collect(policy, env_id, steps, seed, num_envs=8):
+def collect(policy, env_id, steps, seed, num_envs=8, progress=None, desc=NAME):
     """The victim's own rollouts with its Gaussian exploration: dict of numpy arrays x, a, r, x2, a2, terminal
     ([steps, ...]). x2 is the normalized true successor (the final observation when an episode ends, not the reset
-    one) and a2 the victim's sampled action there, which is the next row's action whenever the episode goes on."""
+    one) and a2 the victim's sampled action there, which is the next row's action whenever the episode goes on.
+    progress: "bar", "lines" or None (attacks.ppo_adversary.FitProgress)."""
     envs = [gym.make(env_id) for _ in range(num_envs)]
     low, high = envs[0].action_space.low, envs[0].action_space.high
     normalize, mean = numpy_normalizer(policy.obs_norm), numpy_mlp(policy.actor)
@@ -60,6 +75,7 @@ def collect(policy, env_id, steps, seed, num_envs=8):
     k = std.shape[0]
     out = {key: [] for key in ("x", "a", "r", "x2", "a2", "terminal")}
     x = normalize(np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]))
+    pbar = FitProgress(progress, T * num_envs, desc)
     a = mean(x) + std * rng.standard_normal((num_envs, k)).astype(np.float32)
     succ_raw, reset_raw = np.zeros((num_envs, x.shape[1])), np.zeros((num_envs, x.shape[1]))
     r, term, ended = np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs, dtype=bool)
@@ -77,6 +93,8 @@ def collect(policy, env_id, steps, seed, num_envs=8):
         if ended.any():  # a new episode starts from the reset observation
             x[ended] = normalize(reset_raw[ended])
             a[ended] = mean(x[ended]) + std * rng.standard_normal((int(ended.sum()), k)).astype(np.float32)
+        pbar.update(num_envs)
+    pbar.close()
     for env in envs:
         env.close()
     # [T, N, ...] -> [T * N, ...] (row t * N + i), trimmed to `steps`
@@ -95,16 +113,17 @@ class RobustSarsaAttack:
         self.settings = dict(epsilon=self.epsilon, reg=float(reg), action_eps=float(action_eps), attack_steps=int(attack_steps),
                              hidden_sizes=list(hidden_sizes), gamma=float(gamma), learning_rate=float(learning_rate), epochs=int(epochs),
                              batch_size=int(batch_size), tau=float(tau), reg_steps=int(reg_steps), num_envs=int(num_envs))
+        self.label = label(self.settings)
         with torch.random.fork_rng():  # no draw from the caller's RNG
             torch.manual_seed(0)
             self.q = QNet(self.obs_dim, self.act_dim, tuple(hidden_sizes)).requires_grad_(False)
         self.fitted = False
 
     def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
-        from tqdm import tqdm
-
+        """Collect `steps` victim transitions, then train Q on them; progress: "bar" (or True), "lines" or False,
+        reported per phase (collecting: env steps; TD: minibatch updates, 60-90% of the time)."""
         s = self.settings
-        data = collect(self.policy, env_id, steps, seed, s["num_envs"])
+        data = collect(self.policy, env_id, steps, seed, s["num_envs"], progress, f"{self.label} collecting")
         scale = (1.0 - s["gamma"]) / max(float(np.sqrt(np.mean(data["r"] ** 2))), 1e-8)
         x, a, x2, a2 = (torch.from_numpy(data[k]) for k in ("x", "a", "x2", "a2"))
         r, terminal = torch.from_numpy(data["r"] * np.float32(scale)), torch.from_numpy(data["terminal"])
@@ -116,7 +135,7 @@ class RobustSarsaAttack:
         gen = torch.Generator().manual_seed(seed)
         n, bs, radius = x.shape[0], s["batch_size"], s["action_eps"]
         updates = s["epochs"] * math.ceil(n / bs)
-        pbar = tqdm(total=updates, unit="update", disable=not progress, desc=f"{NAME} reg={s['reg']}", dynamic_ncols=True)
+        pbar = FitProgress(progress, updates, f"{self.label} TD", unit="updates")
         self.log = []
         for epoch in range(s["epochs"]):
             perm = torch.randperm(n, generator=gen)
@@ -139,10 +158,9 @@ class RobustSarsaAttack:
                     for p_t, p in zip(target.parameters(), q.parameters()):
                         p_t.lerp_(p, s["tau"])
                 td_sum += td.item()
-                pbar.update(1)
             batches = math.ceil(n / bs)
             self.log.append(dict(epoch=epoch, td_loss=td_sum / batches, reg_loss=reg_sum / batches))
-            pbar.set_postfix(td=f"{td_sum / batches:.4f}", reg=f"{reg_sum / batches:.4f}", refresh=False)
+            pbar.update(batches, td_loss=f"{td_sum / batches:.4f}", reg_loss=f"{reg_sum / batches:.4f}")
         pbar.close()
         self.q = q.requires_grad_(False)
         self.reward_scale = scale

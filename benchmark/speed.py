@@ -5,9 +5,12 @@ load hits all of them alike.
     python benchmark/speed.py --steps 40960 --repeats 3
     python benchmark/speed.py --compare "cleanrl=/tmp/cleanrl/.venv/bin/python /tmp/cleanrl/ppo_continuous_action.py --no-capture-video"
     python benchmark/speed.py --scripts ppo_continuous.py barppo.py sappo.py arppo.py   # robust-trainer overhead
+    python benchmark/speed.py --num-seeds 1 8 --steps 20480 --repeats 2                # per-seed speed-up of --num-seeds
 
 SPS is read from each run's last `SPS` figure (steps / wall-clock since the start of training; both our scripts
-and CleanRL's print it). Our scripts run from a temporary folder with --no-save-model --eval-episodes 0.
+and CleanRL's print it; with --num-seeds N it counts every seed's steps, so SPS(N) / SPS(1) is the per-seed speed-up at
+the same steps per seed). Our scripts run from a temporary folder with --no-save-model --eval-episodes 0. The peak
+resident memory of each run is read from the kernel (wait4).
 """
 import os
 import re
@@ -38,6 +41,8 @@ class Args:
     """other commands as NAME=COMMAND (--env-id, --total-timesteps and --seed are appended)"""
     extra: str = ""
     """extra flags for our scripts"""
+    num_seeds: tuple[int, ...] = (1,)
+    """run each of our scripts at each of these --num-seeds (steps per seed stay --steps)"""
     json: Optional[str] = None
     """write the raw numbers here"""
 
@@ -48,32 +53,43 @@ def sps_of(output):
 
 
 def main(args):
-    commands = {s: [sys.executable, os.path.join(ROOT, s), "--no-save-model", "--eval-episodes", "0", "--torch-threads", "1", *shlex.split(args.extra)] for s in args.scripts}
+    commands = {}
+    for s in args.scripts:
+        for n in args.num_seeds:
+            name = s if args.num_seeds == (1,) else f"{s} --num-seeds {n}"
+            commands[name] = [sys.executable, os.path.join(ROOT, s), "--no-save-model", "--eval-episodes", "0", "--torch-threads", "1", "--num-seeds", str(n), *shlex.split(args.extra)]
     for item in args.compare:
         name, _, cmd = item.partition("=")
         commands[name] = shlex.split(cmd)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
-    results = {name: [] for name in commands}
+    results, memory = {name: [] for name in commands}, {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, cmd in commands.items():
                 full = cmd + ["--env-id", args.env_id, "--total-timesteps", str(args.steps), "--seed", str(rep + 1)]
-                proc = subprocess.run(full, cwd=tmp, env=env, capture_output=True, text=True)
-                sps = sps_of(proc.stdout + proc.stderr)
+                with tempfile.TemporaryFile("w+") as out:
+                    proc = subprocess.Popen(full, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    out.seek(0)
+                    output = out.read()
+                sps = sps_of(output)
                 if proc.returncode != 0 or sps is None:
-                    sys.exit(f"error: {name} failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+                    sys.exit(f"error: {name} failed (exit {proc.returncode}): {output.strip().splitlines()[-1:]}")
                 results[name].append(sps)
-                print(f"run {rep + 1} {name}: {sps} SPS", flush=True)
-    base = statistics.median(results[args.scripts[0]])
-    print(f"\n{'command':40s} {'median SPS':>10s} {'runs':>24s} {'vs ' + args.scripts[0]:>24s}")
+                memory[name].append(round(usage.ru_maxrss / 1024))  # KiB on Linux
+                print(f"run {rep + 1} {name}: {sps} SPS, peak memory {memory[name][-1]} MiB", flush=True)
+    base_name = next(iter(commands))
+    base = statistics.median(results[base_name])
+    print(f"\n{'command':40s} {'median SPS':>10s} {'runs':>24s} {'vs ' + base_name:>24s} {'peak MiB':>9s}")
     for name, values in results.items():
         med = statistics.median(values)
-        print(f"{name:40s} {med:10.0f} {str(values):>24s} {med / base:23.2f}x  (wall-clock ratio {base / med:.2f})")
+        print(f"{name:40s} {med:10.0f} {str(values):>24s} {med / base:23.2f}x {max(memory[name]):9d}  (wall-clock ratio {base / med:.2f})")
     if args.json:
         import json
 
         with open(args.json, "w") as f:
-            json.dump(dict(env_id=args.env_id, steps=args.steps, results=results), f, indent=1)
+            json.dump(dict(env_id=args.env_id, steps=args.steps, results=results, peak_memory_mib=memory), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 import tyro
-from launch import log_path  # the grid's log names are launch.py's (benchmark/ is on sys.path when run as a script)
+from launch import find_log  # the grid's log names are launch.py's (benchmark/ is on sys.path when run as a script)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATTACKS = ("random", "critic", "mad")
@@ -32,17 +32,18 @@ class Args:
     """log-name suffix of the runs (as given to launch.py)"""
 
 
-def closing_eval(log):
-    """{'natural': ..., 'random': ..., ...} from a training log's closing evaluation, or None if it has none."""
-    if not os.path.exists(log):
+def closing_eval(log, prefix=""):
+    """{'natural': ..., 'random': ..., ...} from a training log's closing evaluation (the lines of one seed: `prefix`),
+    or None if it has none."""
+    if not log or not os.path.exists(log):
         return None
     text = open(log).read()
-    nat = re.search(r"eval: natural return (\S+)", text)
+    nat = re.search(rf"^{re.escape(prefix)}eval: natural return (\S+)", text, re.M)
     if not nat:
         return None
     out = {"natural": float(nat.group(1))}
     for name in ATTACKS:
-        m = re.search(rf"eval: {name} return (\S+)", text)
+        m = re.search(rf"^{re.escape(prefix)}eval: {name} return (\S+)", text, re.M)
         if m:
             out[name] = float(m.group(1))
     return out
@@ -66,7 +67,8 @@ def main(args):
         for env in args.envs:
             naturals = []
             for seed in args.seeds:
-                ev = closing_eval(log_path(script, env, seed, args.tag))
+                log, prefix = find_log(script, env, seed, args.tag)
+                ev = closing_eval(log, prefix or "")
                 if ev is None:
                     continue
                 naturals.append(ev["natural"])

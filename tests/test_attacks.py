@@ -1,5 +1,8 @@
 """The fast attacks and eval_attacks.py: eps-ball bounds on every step, attack strength, batched == one by one."""
 import json
+import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -21,13 +24,13 @@ def victim(tmp_path_factory):
     """A random (untrained) Hopper-v4 victim with a non-trivial normalizer, saved and loaded as any checkpoint."""
     torch.manual_seed(0)
     args = P.resolve_args(P.Args(env_id="Hopper-v4"))
-    agent = P.Agent(11, 3, args)
-    agent.obs_norm.update(np.random.default_rng(0).normal(0.0, 0.5, size=(1000, 11)))
+    agent = P.Agent(11, 3, args, [torch.Generator().manual_seed(0)])
+    agent.obs_norm.update(np.random.default_rng(0).normal(0.0, 0.5, size=(1, 1000, 11)))
     with torch.no_grad():
         for layer in agent.actor.layers:
             layer.weight.mul_(1.0 / layer.weight.std().item() / 8)  # a non-degenerate mean head
     path = str(tmp_path_factory.mktemp("victim") / "victim.safetensors")
-    P.save_checkpoint(path, agent, args, global_step=0)
+    P.save_checkpoint(path, agent, 0, args, global_step=0)
     return path, load_checkpoint(path)[0]
 
 
@@ -55,10 +58,23 @@ def test_every_perturbation_inside_eps_ball(victim, name):
     assert rec.max_dist > 0.5 * eps  # the attack actually uses its budget
 
 
-def test_mad_beats_random_on_kl_and_critic_lowers_value(victim):
-    _, policy = victim
-    x = torch.from_numpy(policy.obs_norm.normalize_np(np.random.default_rng(3).normal(0, 0.5, size=(256, 11))))
-    gens = [torch.Generator().manual_seed(i) for i in range(256)]
+def test_mad_beats_random_on_kl_and_critic_lowers_value(victim, root):
+    """On a trained policy (the zoo's PPO Hopper agent, states from its own episode): MAD's KL is well above random
+    noise's; SA-PPO's beta = 1 noise inside the sign is scaled against a real policy's gradients, which an untrained
+    net's near-zero ones would drown in. The critic attack lowers the value below clean and random states."""
+    import gymnasium as gym
+
+    policy, _ = load_checkpoint(os.path.join(root, "zoo", "ppo_continuous__Hopper-v4.safetensors"))
+    env = gym.make("Hopper-v4")
+    o, _ = env.reset(seed=0)
+    xs = []
+    for _ in range(200):
+        xs.append(torch.from_numpy(policy.normalize(o[None])))
+        o, _, terminated, truncated, _ = env.step(policy.actor(xs[-1])[0].numpy())
+        if terminated or truncated:
+            o, _ = env.reset()
+    x = torch.cat(xs)
+    gens = [torch.Generator().manual_seed(i) for i in range(len(x))]
     eps = 0.075
     with torch.no_grad():
         mu = policy.actor(x)
@@ -137,6 +153,8 @@ def test_cli_learned_attacks_train_once_then_load_from_cache(victim, tmp_path):
         (["--torch-threads", "0"], "--torch-threads must be positive"),
         (["--attacks", "nope"], "unknown attack 'nope'"),
         (["--episodes", "0"], "must be positive"),
+        (["--env-id", "Walker2d-v4"], "checkpoint is for Hopper-v4, not Walker2d-v4"),  # another robot
+        (["--env-id", "Hopper-v99"], "--env-id 'Hopper-v99' is not a registered gymnasium environment"),
     ],
 )
 def test_cli_bad_input(victim, args, message):
@@ -147,7 +165,105 @@ def test_cli_bad_input(victim, args, message):
 def test_cli_unknown_env_needs_epsilon(tmp_path):
     args = P.resolve_args(P.Args(env_id="InvertedPendulum-v4"))
     path = str(tmp_path / "ip.safetensors")
-    P.save_checkpoint(path, P.Agent(4, 1, args), args, global_step=0)
+    P.save_checkpoint(path, P.Agent(4, 1, args, [torch.Generator().manual_seed(0)]), 0, args, global_step=0)
     assert "pass --epsilon" in one_line_error(run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 1))
     proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 1, "--epsilon", 0.1)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def copy_victim(victim, folder):
+    """The victim checkpoint in another folder, so that its attack cache (<file>.attacks/) starts empty."""
+    path = os.path.join(folder, "victim.safetensors")
+    shutil.copy(victim[0], path)
+    return path
+
+
+def test_cli_model_folder_is_an_error(victim, tmp_path):
+    copy_victim(victim, tmp_path)
+    shutil.copy(victim[0], tmp_path / "other.safetensors")
+    line = one_line_error(run("eval_attacks.py", "--model", tmp_path, "--attacks", "random", "--episodes", 1))
+    assert f"{tmp_path} is a folder (holds 2 checkpoints)" in line and f"--model {tmp_path}/*.safetensors" in line
+
+
+def test_cli_env_id_same_robot_other_version(victim, tmp_path):
+    path, _ = victim
+    out = tmp_path / "v5.json"
+    proc = run("eval_attacks.py", "--model", path, "--env-id", "Hopper-v5", "--attacks", "random", "--episodes", 2,
+               "--json", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = json.loads(out.read_text())["results"]
+    assert (r["env_id"], r["checkpoint_env_id"], r["epsilon"]) == ("Hopper-v5", "Hopper-v4", 0.075)  # eps: Hopper-v5's
+    assert "| victim.safetensors | Hopper-v5 | 0.075 |" in proc.stdout
+
+
+def test_cli_seed_reuses_learned_attacks_attack_seed_retrains(victim, tmp_path):
+    path = copy_victim(victim, tmp_path)
+    out = tmp_path / "out.json"
+
+    def evaluate_cli(*flags):
+        proc = run("eval_attacks.py", "--model", path, "--attacks", "sa_rl", "--sa-rl-steps", 256, "--episodes", 2,
+                   "--json", out, *flags)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r = json.loads(out.read_text())["results"][0]
+        return proc.stderr, (r["seed"], r["attack_seed"])
+
+    err, seeds = evaluate_cli()
+    assert "sa_rl: trained and cached" in err and seeds == (0, 0)
+    err, seeds = evaluate_cli("--seed", 1)  # other evaluation episodes, the same adversary
+    assert "sa_rl: loaded" in err and "trained" not in err and seeds == (1, 0)
+    err, seeds = evaluate_cli("--attack-seed", 1)
+    assert "sa_rl: trained and cached" in err and seeds == (0, 1)
+    assert len(os.listdir(path + ".attacks")) == 2
+
+
+@pytest.fixture(scope="module")
+def learned_cli(victim, tmp_path_factory):
+    """stderr and result of one evaluation (captured, so off a terminal) under rs, sa_rl and pa_ad with tiny
+    budgets, of a fresh copy of the victim whose sa_rl adversary was trained and cached by an earlier run."""
+    path = copy_victim(victim, tmp_path_factory.mktemp("learned_cli"))
+    tiny = ["--rs-steps", 2000, "--sa-rl-steps", 256, "--pa-ad-steps", 256, "--episodes", 2]
+    proc = run("eval_attacks.py", "--model", path, "--attacks", "sa_rl", *tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = os.path.join(os.path.dirname(path), "out.json")
+    proc = run("eval_attacks.py", "--model", path, "--attacks", "rs", "sa_rl", "pa_ad", *tiny, "--json", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        return proc.stderr, json.load(f)["results"][0]
+
+
+def test_cli_will_train_line_names_the_uncached_attacks(learned_cli):
+    err, _ = learned_cli
+    lines = err.splitlines()
+    (i,) = [i for i, line in enumerate(lines) if line.startswith("will train:")]
+    assert re.fullmatch(r"will train: rs \(3 Q functions x 2k steps, ~\d+ s\), pa_ad \(256 steps, ~\d+ s\) "
+                        r"\(~\d+ s in all\); cached: sa_rl", lines[i]), lines[i]
+    assert i < min(j for j, line in enumerate(lines) if " natural: " in line)  # before any evaluation
+
+
+def test_cli_rs_lines_name_their_settings_and_the_strongest(learned_cli):
+    err, r = learned_cli
+    labels = ["rs[reg=0.0]", "rs[reg=0.1]", "rs[reg=1.0]"]
+    for label in labels:
+        assert f"\n{label}: trained and cached " in err
+        assert re.search(rf"^victim\.safetensors eps 0\.075 {re.escape(label)}: -?\d+\.\d \+- ", err, re.M), label
+    rs = r["attacks"]["rs"]
+    assert rs["grid_labels"] == labels and rs["mean"] == min(rs["grid_means"])
+    strongest = labels[rs["grid_means"].index(rs["mean"])]
+    assert rs["strongest"] == strongest
+    grid = ", ".join(f"{label} {mean:.1f}" for label, mean in zip(labels, rs["grid_means"]))
+    assert f"\nvictim.safetensors eps 0.075 rs: the strongest is {strongest} (of {grid})\n" in err
+    assert not re.search(r"^(victim\.safetensors eps 0\.075 )?rs: (?!the strongest)", err, re.M)  # none unlabelled
+
+
+def test_cli_progress_lines_off_a_terminal(learned_cli):
+    err, _ = learned_cli
+    assert "\r" not in err  # no tqdm bar
+    line = r"^(\S+(?: collecting| TD)?): (\d+)/(\d+) (steps|updates) \((\d+)%\), \d+ \4/s, ETA \S+ (?:s|min|h)"
+    progress = re.findall(line, err, re.M)
+    seen = {(what, int(pct)) for what, _, _, _, pct in progress}
+    # every ~10% of each phase: the TD epochs of a Q (30 epochs) report at 10, 20, ..., 100%
+    assert {pct for what, pct in seen if what == "rs[reg=0.1] TD"} == set(range(10, 101, 10))
+    rs_phases = {f"rs[reg={r}] {phase}" for r in ("0.0", "0.1", "1.0") for phase in ("collecting", "TD")}
+    assert {what for what, _ in seen} == rs_phases | {"pa_ad"}  # sa_rl was cached: it does not train
+    assert ("pa_ad", 100) in seen  # one PPO iteration: its only line is the last
+    assert all(done == total for what, done, total, _, pct in progress if pct == "100")

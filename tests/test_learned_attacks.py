@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import eval_attacks
 from attacks import pa_ad, ppo_adversary, rs
 from attacks.checkpoint import Policy, policy_hash
 from attacks.pa_ad import PAADAttack
@@ -285,3 +286,70 @@ def test_fit_is_deterministic(victim):
     a = cls(victim, EPS, **settings).fit(ENV, 256, seed=4)
     b = cls(victim, EPS, **settings).fit(ENV, 256, seed=4)
     assert torch.equal(a(x, None), b(x, None))
+
+
+def test_zoo_caches_are_found_with_attack_seed_0():
+    """The zoo's caches were keyed when --seed (then 0) also seeded the fits: --attack-seed 0 must find every one,
+    whatever the evaluation seed, and another attack seed none (they would train)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "zoo", "ppo_continuous__Hopper-v4.safetensors")
+
+    def caches(**flags):
+        args = eval_attacks.Args(model=(path,), **flags)
+        model = eval_attacks.open_model(path, args)
+        return [eval_attacks.attack_cache(model, name, attack, args) for name in ("rs", "sa_rl", "pa_ad")
+                for _, attack in eval_attacks.make_attack(name, model.policy, model.epsilons[0], args)]
+
+    assert len(caches()) == 5 and all(os.path.isfile(c) for c in caches())
+    assert caches(seed=5) == caches()
+    assert not any(os.path.exists(c) for c in caches(attack_seed=1))
+
+
+def test_unwritable_cache_folder_is_an_error_before_anything_runs(monkeypatch, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "zoo", "ppo_continuous__Hopper-v4.safetensors")
+    args = eval_attacks.Args(model=(path,), attacks=("sa_rl",), attack_seed=7)  # not cached: it would train
+    model = eval_attacks.open_model(path, args)
+    monkeypatch.setattr(eval_attacks.os, "access", lambda folder, mode: False)
+    with pytest.raises(SystemExit) as e:
+        eval_attacks.announce_fits([model], ["sa_rl"], args)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}.attacks: cannot write the attack cache here (sa_rl ")
+
+
+def test_fit_progress_lines(capsys):
+    progress = ppo_adversary.FitProgress("lines", 100, "sa_rl")
+    for _ in range(6):
+        progress.update(15, victim_return="12")
+    progress.update(10)
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    # a line each time the count passes a 10% mark, however the updates fall (15, 30, ..., 90, then 100)
+    assert [line.split(" (")[0] for line in lines] == [f"sa_rl: {n}/100 steps" for n in (15, 30, 45, 60, 75, 90, 100)]
+    assert lines[0].endswith(", victim return 12") and " steps/s, ETA " in lines[0]
+    assert lines[-1].startswith("sa_rl: 100/100 steps (100%)")
+    for mode in (None, False):
+        quiet = ppo_adversary.FitProgress(mode, 100, "sa_rl")
+        quiet.update(100)
+        quiet.close()
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="progress must be"):
+        ppo_adversary.FitProgress("loud", 100, "sa_rl")
+
+
+def test_progress_mode_bar_on_a_terminal_lines_otherwise_flag_overrides(monkeypatch):
+    for tty in (True, False):
+        monkeypatch.setattr(eval_attacks.sys.stderr, "isatty", lambda: tty)
+        args = eval_attacks.Args(model=("m",))
+        assert eval_attacks.show_progress(args) == ("bar" if tty else "lines")
+        assert eval_attacks.show_progress(eval_attacks.Args(model=("m",), progress=True)) == "bar"
+        assert eval_attacks.show_progress(eval_attacks.Args(model=("m",), progress=False)) == "lines"
+
+
+def test_rs_fit_reports_each_phase_under_its_label(victim, capsys):
+    attack = RobustSarsaAttack(victim, EPS, reg=1.0, epochs=10)
+    assert attack.label == "rs[reg=1.0]"
+    attack.fit(ENV, 400, seed=0, progress="lines")
+    err = capsys.readouterr().err
+    assert err.count("rs[reg=1.0] collecting: ") == 10 and err.count("rs[reg=1.0] TD: ") == 10
+    assert "rs[reg=1.0] TD: 20/20 updates (100%)" in err

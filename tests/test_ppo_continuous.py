@@ -19,12 +19,13 @@ import ppo_continuous as P
 from attacks.checkpoint import CheckpointError, load_checkpoint, policy_hash
 
 
-def make_agent(env_id="Hopper-v4", obs_dim=11, act_dim=3, seed=0):
+def make_agent(env_id="Hopper-v4", obs_dim=11, act_dim=3, seed=0, num_seeds=1):
+    """An agent of num_seeds stacked seeds (tensors [N, ...]), perturbed away from its init."""
     torch.manual_seed(seed)
     args = P.resolve_args(P.Args(env_id=env_id))
-    agent = P.Agent(obs_dim, act_dim, args)
+    agent = P.Agent(obs_dim, act_dim, args, [torch.Generator().manual_seed(seed + n) for n in range(num_seeds)])
     rng = np.random.default_rng(seed)
-    agent.obs_norm.update(rng.normal(2.0, 3.0, size=(500, obs_dim)))
+    agent.obs_norm.update(rng.normal(2.0, 3.0, size=(num_seeds, 500, obs_dim)))
     with torch.no_grad():
         for p in agent.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -50,58 +51,74 @@ def test_gae_by_hand():
 
 
 def test_normalizer_matches_numpy():
+    """Two seeds' statistics side by side, each from its own data."""
     rng = np.random.default_rng(0)
-    data = rng.normal([1.0, -5.0, 100.0], [0.1, 2.0, 30.0], size=(3000, 3))
-    norm = P.ObsNormalizer(3)
-    for chunk in np.array_split(data, [1, 2, 10, 500, 501, 2999]):  # batches of 1 and of many
+    data = np.stack([rng.normal([1.0, -5.0, 100.0], [0.1, 2.0, 30.0], size=(3000, 3)), rng.normal(0.0, 1.0, size=(3000, 3))])
+    norm = P.ObsNormalizer(3, num_seeds=2)
+    for chunk in np.array_split(data, [1, 2, 10, 500, 501, 2999], axis=1):  # batches of 1 and of many
         norm.update(chunk)
-    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
-    x = norm.normalize_np(data[:5])
-    np.testing.assert_allclose(x, np.clip((data[:5] - data.mean(0)) / data.std(0), -10, 10), rtol=1e-3, atol=1e-4)
-    # torch and numpy paths agree, and clip at +-10
-    far = np.array([[1e6, -1e6, 100.0]])
-    np.testing.assert_allclose(norm(torch.from_numpy(far)).numpy(), norm.normalize_np(far), rtol=1e-6)
-    assert norm.normalize_np(far)[0, 0] == 10.0 and norm.normalize_np(far)[0, 1] == -10.0
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(1), rtol=1e-4)
+    x = norm.normalize_np(data[:, :5])
+    np.testing.assert_allclose(x, np.clip((data[:, :5] - data.mean(1, keepdims=True)) / data.std(1, keepdims=True), -10, 10), rtol=1e-3, atol=1e-4)
+    assert np.array_equal(norm.normalize_np(data[1, 7], seed=1), norm.normalize_np(data[:, 7:8])[1, 0])  # one seed's observation
+    # clip at +-10
+    far = np.array([[[1e6, -1e6, 100.0]], [[1e6, -1e6, 100.0]]])
+    assert norm.normalize_np(far)[0, 0, 0] == 10.0 and norm.normalize_np(far)[0, 0, 1] == -10.0
 
 
 def test_logprob_entropy_match_torch_distributions():
-    agent, _ = make_agent()
-    x, a = torch.randn(7, 11), torch.randn(7, 3)
+    agent, _ = make_agent(num_seeds=2)
+    x, a = torch.randn(2, 7, 11), torch.randn(2, 7, 3)
     _, logprob, entropy, value = agent.get_action_and_value(x, a)
-    dist = torch.distributions.Normal(agent.actor(x), agent.actor.log_std.exp())
-    torch.testing.assert_close(logprob, dist.log_prob(a).sum(1))
-    torch.testing.assert_close(entropy, dist.entropy().sum(1))
-    assert value.shape == (7, 1)
+    dist = torch.distributions.Normal(agent.actor(x), agent.actor.log_std.exp().unsqueeze(1))
+    torch.testing.assert_close(logprob, dist.log_prob(a).sum(2))
+    torch.testing.assert_close(entropy, dist.entropy().sum(2))
+    assert value.shape == (2, 7, 1)
+
+
+def test_stacked_seeds_are_independent_agents():
+    """Seed n of a stacked agent computes what seed n's own (single-seed) agent computes, with the same init."""
+    stacked, args = make_agent(num_seeds=3)
+    x = torch.randn(3, 5, 11)
+    for n in range(3):
+        alone = P.Agent(11, 3, args, [torch.Generator().manual_seed(n)])
+        fresh = P.Agent(11, 3, args, [torch.Generator().manual_seed(m) for m in range(3)])
+        for k, v in alone.state_dict().items():
+            assert torch.equal(v[0], fresh.state_dict()[k][n]), k  # init from the seed's own generator
+        alone.load_seed_state_dict(0, stacked.seed_state_dict(n))
+        with torch.no_grad():
+            assert torch.equal(alone.actor(x[n : n + 1]), stacked.actor(x)[n : n + 1])
+            assert torch.equal(alone.critic(x[n : n + 1]), stacked.critic(x)[n : n + 1])
+            assert torch.equal(stacked.critic(x[n : n + 1], seed=n), stacked.critic(x)[n : n + 1])
 
 
 def test_numpy_actor_matches_torch():
-    agent, _ = make_agent()
-    x = np.random.default_rng(1).normal(size=(5, 11)).astype(np.float32)
+    agent, _ = make_agent(num_seeds=2)
+    x = np.random.default_rng(1).normal(size=(2, 5, 11)).astype(np.float32)
     np.testing.assert_allclose(agent.numpy_actor()(x), agent.actor(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_round_trip_bit_for_bit(tmp_path):
-    agent, args = make_agent()
+    agent, args = make_agent(num_seeds=2)
     path = str(tmp_path / "m.safetensors")
-    P.save_checkpoint(path, agent, args, global_step=1234)
+    P.save_checkpoint(path, agent, 1, args, global_step=1234)  # seed index 1 of the two
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]  # atomic write leaves no temp file
     policy, meta = load_checkpoint(path, env_id="Hopper-v5", obs_dim=11, act_dim=3, batch_invariant=False)
     assert meta["format"] == 1 and meta["script"] == "ppo_continuous.py" and meta["env_id"] == "Hopper-v4"
     assert meta["global_step"] == 1234 and meta["hidden_sizes"] == [64, 64] and meta["args"]["seed"] == args.seed
     raw = np.random.default_rng(2).normal(2.0, 5.0, size=(64, 11))
-    x_agent = agent.obs_norm.normalize_np(raw)
+    x_agent = agent.obs_norm.normalize_np(np.stack([raw, raw]))[1]
     x_loaded = policy.obs_norm.normalize_np(raw)
     assert np.array_equal(x_agent, x_loaded)
+    with safe_open(path, "pt") as f:  # seed 1's tensors, bit for bit, in the single-seed layout
+        for k, v in agent.seed_state_dict(1).items():
+            assert torch.equal(f.get_tensor(k.replace(".", "/", 1)), v), k
     with torch.no_grad():
-        assert torch.equal(agent.actor(torch.from_numpy(x_agent)), policy.actor(torch.from_numpy(x_loaded)))
-        assert torch.equal(agent.critic(torch.from_numpy(x_agent)), policy.critic(torch.from_numpy(x_loaded)))
-    assert torch.equal(agent.actor.log_std, policy.actor.log_std)
+        assert torch.equal(agent.actor(torch.from_numpy(np.stack([x_agent, x_agent])))[1], policy.actor(torch.from_numpy(x_loaded)))
     # the default, batch-invariant evaluation forward agrees to float32 rounding
     torch.testing.assert_close(load_checkpoint(path)[0].actor(torch.from_numpy(x_loaded)), policy.actor(torch.from_numpy(x_loaded)))
     # plain safetensors is enough to read it (docs/checkpoint.md)
-    from safetensors import safe_open
-
     with safe_open(path, "np") as f:
         keys = set(f.keys())
         assert json.loads(f.metadata()["robust_rl"])["obs_dim"] == 11
@@ -111,7 +128,7 @@ def test_checkpoint_round_trip_bit_for_bit(tmp_path):
 def test_bad_checkpoints_give_one_line_errors(tmp_path):
     agent, args = make_agent()
     good = str(tmp_path / "good.safetensors")
-    P.save_checkpoint(good, agent, args, global_step=1)
+    P.save_checkpoint(good, agent, 0, args, global_step=1)
     data = open(good, "rb").read()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[: len(data) // 2])
@@ -238,16 +255,28 @@ def read_all(path):
         return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
 
+def without_group(meta):
+    """The metadata but for `resume.group`, the sibling seeds' folder names (their names hold the start time)."""
+    state = json.loads(meta["resume"])
+    return {**meta, "resume": {k: v for k, v in state.items() if k != "group"}}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script,sig", [("ppo_continuous", signal.SIGINT), ("sappo", signal.SIGTERM), ("arppo", signal.SIGINT), ("barppo", signal.SIGTERM)])
-def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig):
-    """Signal a run after its second iteration: it saves and exits 128 + signum with one line; --resume then ends with a
-    checkpoint equal, tensor for tensor (weights, normalizer, Adam, RNGs, envs) and in its metadata, to an uninterrupted run."""
+@pytest.mark.parametrize(
+    "script,sig,seeds",
+    [("ppo_continuous", signal.SIGINT, 1), ("sappo", signal.SIGTERM, 1), ("arppo", signal.SIGINT, 1), ("barppo", signal.SIGTERM, 1),
+     ("ppo_continuous", signal.SIGTERM, 2), ("barppo", signal.SIGINT, 2)],
+)
+def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig, seeds):
+    """Signal a run after its second iteration: it saves (every seed) and exits 128 + signum with one line; --resume with
+    the first seed's checkpoint then ends with checkpoints equal, tensor for tensor (weights, normalizer, Adam, RNGs,
+    envs) and in their metadata, to those of an uninterrupted run."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    full = run(f"{script}.py", *RESUME_ARGS, cwd=tmp_path / "a", timeout=300)
+    flags = (*RESUME_ARGS, "--num-seeds", seeds)
+    full = run(f"{script}.py", *flags, cwd=tmp_path / "a", timeout=300)
     assert full.returncode == 0, full.stderr[-3000:]
-    proc = subprocess.Popen([sys.executable, os.path.join(root, f"{script}.py"), *map(str, RESUME_ARGS)], cwd=tmp_path / "b",
+    proc = subprocess.Popen([sys.executable, os.path.join(root, f"{script}.py"), *map(str, flags)], cwd=tmp_path / "b",
                             env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.startswith("iter 2/6"):
@@ -256,20 +285,56 @@ def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + sig, err[-3000:]
     assert "Traceback" not in err
-    (path,) = glob.glob(str(tmp_path / "b" / "runs" / "*" / f"{script}.safetensors"))
-    rel = os.path.relpath(path, tmp_path / "b")
+    paths = sorted(glob.glob(str(tmp_path / "b" / "runs" / "*" / f"{script}.safetensors")))
+    refs = sorted(glob.glob(str(tmp_path / "a" / "runs" / "*" / f"{script}.safetensors")))
+    assert len(paths) == len(refs) == seeds
+    rel = os.path.relpath(paths[0], tmp_path / "b")
+    saved = re.escape(rel) + (f" and the other {seeds - 1} seeds'" if seeds > 1 else "")
     # the signal lands in iteration 3 at the latest (it may arrive after iteration 2's line, while iteration 3 runs)
-    m = re.fullmatch(rf"interrupted at step (1024|1536); saved {re.escape(rel)}; resume with --resume {re.escape(rel)}", err.strip().splitlines()[-1])
+    m = re.fullmatch(rf"interrupted at step (1024|1536); saved {saved}; resume with --resume {re.escape(rel)}", err.strip().splitlines()[-1])
     assert m, err[-2000:]
     resumed = run(f"{script}.py", "--resume", rel, "--eval-episodes", 0, "--progress", "False", "--save-every", 0, cwd=tmp_path / "b", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed {rel} at step {m.group(1)}" in resumed.stdout
-    (ref,) = glob.glob(str(tmp_path / "a" / "runs" / "*" / f"{script}.safetensors"))
+    for ref, path in zip(refs, paths):  # the folders sort by seed
+        (meta_a, tensors_a), (meta_b, tensors_b) = read_all(ref), read_all(path)
+        assert without_group(meta_a) == without_group(meta_b)
+        assert tensors_a.keys() == tensors_b.keys() and any(k.startswith("resume/env/") for k in tensors_a)
+        for k in tensors_a:
+            assert torch.equal(tensors_a[k], tensors_b[k]), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["ppo_continuous", "barppo"])
+def test_seed_k_of_a_multi_seed_run_is_the_single_seed_run(tmp_path, script):
+    """--seed 1 --num-seeds 3 trains seed 2 as --seed 2 alone does: same init, same env seeds, same RNG streams, same
+    folder layout and checkpoint. Every tensor matches to float32 rounding after 4 iterations, not bit for bit: fused
+    Adam rounds a tensor's vectorized body and its scalar tail differently, and a parameter of fewer elements per seed
+    than the SIMD width (log-std, the output biases) falls in other parts of the loop when 3 seeds are stacked."""
+    flags = ("--env-id", "Hopper-v4", "--total-timesteps", 2048, "--num-steps", 512, "--num-minibatches", 8, "--update-epochs", 2,
+             "--eval-episodes", 1, "--progress", "False")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "three").mkdir()
+    one = run(f"{script}.py", *flags, "--seed", 2, cwd=tmp_path / "one", timeout=300)
+    three = run(f"{script}.py", *flags, "--seed", 1, "--num-seeds", 3, cwd=tmp_path / "three", timeout=300)
+    assert one.returncode == 0 and three.returncode == 0, one.stderr[-2000:] + three.stderr[-2000:]
+    folders = sorted(os.listdir(tmp_path / "three" / "runs"))
+    assert [f.split("__")[2] for f in folders] == ["1", "2", "3"]
+    for folder in folders:  # each seed its own run folder, TensorBoard run and checkpoint
+        assert glob.glob(str(tmp_path / "three" / "runs" / folder / "events.out.tfevents.*"))
+    assert re.search(r"^seed 2: eval: natural return \S+", three.stdout, re.M) and "seed 3: model saved to" in three.stdout
+    (ref,) = glob.glob(str(tmp_path / "one" / "runs" / "*" / f"{script}.safetensors"))
+    (path,) = glob.glob(str(tmp_path / "three" / "runs" / f"Hopper-v4__{script}__2__*" / f"{script}.safetensors"))
     (meta_a, tensors_a), (meta_b, tensors_b) = read_all(ref), read_all(path)
-    assert meta_a == meta_b
-    assert tensors_a.keys() == tensors_b.keys() and any(k.startswith("resume/env/") for k in tensors_a)
-    for k in tensors_a:
-        assert torch.equal(tensors_a[k], tensors_b[k]), k
+    args_a, args_b = json.loads(meta_a["robust_rl"]).pop("args"), json.loads(meta_b["robust_rl"]).pop("args")
+    assert {k: v for k, v in args_a.items() if args_b[k] != v} == {"num_seeds": 1} and args_b["seed"] == 2
+    assert tensors_a.keys() == tensors_b.keys()
+    for k, a in tensors_a.items():
+        if a.is_floating_point():
+            torch.testing.assert_close(tensors_b[k], a, rtol=1e-4, atol=1e-6 * max(1.0, a.abs().max().item()), msg=k)
+        elif not k.endswith("torch_rng"):  # step counts, episode lengths
+            assert torch.equal(tensors_b[k], a), k
+    assert torch.equal(tensors_a["resume/torch_rng"], tensors_b["resume/torch_rng"])  # the same draws from the same stream
 
 
 @pytest.mark.slow

@@ -24,46 +24,50 @@ def module(name):
     return importlib.import_module(name)
 
 
-def make_agent(mod, activation="tanh", seed=0):
-    """A fresh agent whose mean head is scaled up (a fresh one outputs ~0.01: every objective would be tiny)."""
-    torch.manual_seed(seed)
-    agent = mod.Agent(OBS_DIM, ACT_DIM, mod.Args(init_std=0.5, activation=activation))
+def make_agent(mod, activation="tanh", seed=0, seeds=1):
+    """A fresh agent (`seeds` stacked seeds) whose mean head is scaled up (a fresh one outputs ~0.01: every objective
+    would be tiny). Every tensor is [seeds, ...]; the tests below use one seed unless they test the stacking."""
+    agent = mod.Agent(OBS_DIM, ACT_DIM, mod.Args(init_std=0.5, activation=activation), [torch.Generator().manual_seed(seed + n) for n in range(seeds)])
     with torch.no_grad():
         agent.actor.layers[-1].weight.mul_(100.0)
-        agent.actor.log_std.copy_(torch.tensor([0.3, 0.6, 1.2]).log())  # unequal stds: the 1/std^2 weighting matters
+        agent.actor.log_std.copy_(torch.tensor([0.3, 0.6, 1.2]).log().expand(seeds, ACT_DIM))  # unequal stds: the 1/std^2 weighting matters
     return agent
 
 
 def make_batch(agent, seed=1):
-    """Normalized observations, stored actions, their old log-probs (at the clean states) and normalized advantages."""
+    """Normalized observations [N, B, obs], stored actions, their old log-probs (at the clean states) and normalized
+    advantages, for each of the agent's N seeds."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, OBS_DIM, generator=g) * 2
+    n = agent.actor.log_std.shape[0]
+    x = torch.randn(n, BATCH, OBS_DIM, generator=g) * 2
     with torch.no_grad():
-        actions = agent.actor(x) + agent.actor.log_std.exp() * torch.randn(BATCH, ACT_DIM, generator=g)
+        actions = agent.actor(x) + agent.actor.log_std.exp().unsqueeze(1) * torch.randn(n, BATCH, ACT_DIM, generator=g)
         _, old_logprobs, _, _ = agent.get_action_and_value(x, actions)
-        old_logprobs = old_logprobs + 0.2 * torch.randn(BATCH, generator=g)  # the policy moved since the rollout
-    adv = torch.randn(BATCH, generator=g)
-    return x, actions, old_logprobs, (adv - adv.mean()) / (adv.std() + 1e-8)
+        old_logprobs = old_logprobs + 0.2 * torch.randn(n, BATCH, generator=g)  # the policy moved since the rollout
+    adv = torch.randn(n, BATCH, generator=g)
+    return x, actions, old_logprobs, (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
 
 
 def attack(mod, agent, x, actions, old_logprobs, adv, eps, seed=2):
-    g = torch.Generator().manual_seed(seed)
+    gens = [torch.Generator().manual_seed(seed + n) for n in range(x.shape[0])]
     if mod.__name__ == "arppo":
-        return mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, eps, 10, 0.1, generator=g)
-    return mod.sgld_kl_attack(agent, x, eps, 10, 0.1, 1e-5, generator=g)
+        return mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, eps, 10, 0.1, generators=gens)
+    return mod.sgld_kl_attack(agent, x, eps, 10, 0.1, 1e-5, generators=gens)
 
 
 def ppo_policy_loss(agent, x, actions, old_logprobs, adv):
-    """The policy part of ppo_continuous.py's minibatch loss, written out independently."""
+    """The policy part of ppo_continuous.py's minibatch loss per seed, written out independently."""
     _, newlogprob, entropy, _ = agent.get_action_and_value(x, actions)
     ratio = (newlogprob - old_logprobs).exp()
-    return torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - CLIP, 1 + CLIP)).mean() - ENT * entropy.mean()
+    return torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - CLIP, 1 + CLIP)).mean(1) - ENT * entropy.mean(1)
 
 
 def kl_to_clean(agent, x, x_hat):
-    dist = torch.distributions.Normal(agent.actor(x), agent.actor.log_std.exp())
-    dist_hat = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp())
-    return torch.distributions.kl_divergence(dist, dist_hat).sum(1)
+    """KL(pi(.|x) || pi(.|x_hat)) per seed and row, [N, B]."""
+    std = agent.actor.log_std.exp().unsqueeze(1)
+    dist = torch.distributions.Normal(agent.actor(x), std)
+    dist_hat = torch.distributions.Normal(agent.actor(x_hat), std)
+    return torch.distributions.kl_divergence(dist, dist_hat).sum(-1)
 
 
 def surrogate(agent, x_hat, actions, old_logprobs, adv):
@@ -80,8 +84,8 @@ def surrogate(agent, x_hat, actions, old_logprobs, adv):
 def test_hand_backprop_matches_autograd(name, activation):
     mod = module(name)
     agent = make_agent(mod, activation)
-    x = torch.randn(BATCH, OBS_DIM, requires_grad=True)
-    g = torch.randn(BATCH, ACT_DIM)
+    x = torch.randn(1, BATCH, OBS_DIM, requires_grad=True)
+    g = torch.randn(1, BATCH, ACT_DIM)
     (expected,) = torch.autograd.grad((agent.actor(x) * g).sum(), x)
     with torch.no_grad():
         mean, backward = mod.make_actor_vjp(agent.actor)(x)
@@ -98,9 +102,9 @@ def test_one_inner_step_is_the_autograd_sign_step(name):
     agent = make_agent(mod)
     x, actions, old_logprobs, adv = make_batch(agent)
     if name == "arppo":
-        x_hat, _, _ = mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, EPS, 1, 0.5, generator=torch.Generator().manual_seed(6))
+        x_hat, _, _ = mod.pgd_surrogate_attack(agent, x, actions, old_logprobs, adv, CLIP, EPS, 1, 0.5, generators=[torch.Generator().manual_seed(6)])
     else:
-        x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 1, 0.5, 0.0, generator=torch.Generator().manual_seed(6))
+        x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 1, 0.5, 0.0, generators=[torch.Generator().manual_seed(6)])
     if name == "arppo":  # AR-PPO's PGD starts uniformly in the ball, SA-PPO's SGLD at +-step per coordinate
         delta0 = (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(6)) - 1) * EPS
     else:
@@ -140,11 +144,11 @@ def test_sgld_raises_kl(name):
     mod = module(name)
     agent = make_agent(mod)
     x, *_ = make_batch(agent)
-    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(3))
+    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generators=[torch.Generator().manual_seed(3)])
     with torch.no_grad():
         kl = kl_to_clean(agent, x, x_hat)
-        start = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(3))[1]
-    torch.testing.assert_close(kl_end, kl.mean(), rtol=1e-4, atol=1e-7)  # the reported KL is the KL at x_hat
+        start = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generators=[torch.Generator().manual_seed(3)])[1]
+    torch.testing.assert_close(kl_end, kl.mean(1), rtol=1e-4, atol=1e-7)  # the reported KL is the KL at x_hat
     torch.testing.assert_close(kl_start, start)
     assert kl_end.item() > 2 * kl_start.item()  # well above the random start
     # and above the best of 10 random points of the ball, per sample on average
@@ -161,11 +165,11 @@ def test_sgld_starts_at_plus_minus_step_and_never_ends_below_the_start(name):
     mod = module(name)
     agent = make_agent(mod)
     x, *_ = make_batch(agent)
-    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generator=torch.Generator().manual_seed(8))
+    x_hat, kl_start, kl_end = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 1e-5, generators=[torch.Generator().manual_seed(8)])
     delta0 = 0.1 * EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).sign()
     assert torch.all(delta0.abs() == 0.1 * EPS)
     with torch.no_grad():
-        torch.testing.assert_close(kl_start, kl_to_clean(agent, x, x + delta0).mean(), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(kl_start, kl_to_clean(agent, x, x + delta0).mean(1), rtol=1e-4, atol=1e-7)
         assert (kl_to_clean(agent, x, x_hat) >= kl_to_clean(agent, x, x + delta0) - 1e-6).float().mean() > 0.95
     assert kl_end >= kl_start
 
@@ -176,18 +180,37 @@ def test_sgld_reaches_the_corner_where_the_gradient_sign_is_constant(name):
     ascent direction is s * sign(v) with s = sign(v . delta0) throughout. Coordinates that start on that side reach the
     face (step + 10 steps, clipped at eps); those that start on the other side end at 0.9 eps: exact values."""
     mod = module(name)
-    torch.manual_seed(0)
-    agent = mod.Agent(OBS_DIM, 1, mod.Args(init_std=0.5, activation="relu", hidden_sizes=(8,)))
+    agent = mod.Agent(OBS_DIM, 1, mod.Args(init_std=0.5, activation="relu", hidden_sizes=(8,)), [torch.Generator().manual_seed(0)])
     with torch.no_grad():
         agent.actor.layers[0].bias.fill_(100.0)  # every relu unit active in the ball: the net is linear there
-    x = torch.randn(16, OBS_DIM)
-    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 0.0, generator=torch.Generator().manual_seed(9))
+    x = torch.randn(1, 16, OBS_DIM)
+    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, 10, 0.1, 0.0, generators=[torch.Generator().manual_seed(9)])
     delta0 = 0.1 * EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(9)).sign()
-    v = (agent.actor.layers[1].weight @ agent.actor.layers[0].weight).detach().reshape(-1)
-    direction = torch.sign(delta0 @ v).unsqueeze(1) * torch.sign(v)
+    v = (agent.actor.layers[1].weight[0] @ agent.actor.layers[0].weight[0]).detach().reshape(-1)
+    direction = torch.sign(delta0 @ v).unsqueeze(-1) * torch.sign(v)
     expected = torch.where(torch.sign(delta0) == direction, EPS * direction, 0.9 * EPS * direction)
     torch.testing.assert_close(x_hat - x, expected, rtol=0, atol=1e-6)
     assert (torch.sign(delta0) != direction).any() and (torch.sign(delta0) == direction).any()  # both cases occur
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_stacked_inner_loop_equals_each_seed_alone(name):
+    """Three seeds' minibatches at once (each its own actor and generator) give what each seed gives alone."""
+    mod = module(name)
+    agent = make_agent(mod, seeds=3)
+    with torch.no_grad():
+        for n, p in enumerate(agent.actor.layers[0].weight):
+            p.mul_(1 + 0.3 * n)  # three different actors
+    x, actions, old_logprobs, adv = make_batch(agent)
+    x_hat, start, end = attack(mod, agent, x, actions, old_logprobs, adv, EPS, seed=20)
+    for n in range(3):
+        alone = make_agent(mod)
+        alone.load_seed_state_dict(0, agent.seed_state_dict(n))
+        rows = (t[n : n + 1] for t in (x, actions, old_logprobs, adv))
+        x_hat_n, start_n, end_n = attack(mod, alone, *rows, EPS, seed=20 + n)
+        torch.testing.assert_close(x_hat[n : n + 1], x_hat_n, rtol=0, atol=1e-6)
+        torch.testing.assert_close(start[n : n + 1], start_n)
+        torch.testing.assert_close(end[n : n + 1], end_n)
 
 
 @pytest.mark.parametrize("name", SGLD_SCRIPTS)
@@ -199,12 +222,12 @@ def test_training_sgld_equals_the_mad_attack_at_temperature_zero(name):
     mod = module(name)
     agent = make_agent(mod)
     x, *_ = make_batch(agent)
-    mad = MADAttack(agent, EPS, steps=10, temperature=0.0)
+    mad = MADAttack(agent.policy(0, mod.Args(init_std=0.5)), EPS, steps=10, temperature=0.0)  # the frozen policy eval uses
     for i in range(8):
-        row = x[i : i + 1]
-        x_train, _, _ = mod.sgld_kl_attack(agent, row, EPS, 10, 0.1, 0.0, generator=torch.Generator().manual_seed(100 + i))
-        x_mad = mad(row, [torch.Generator().manual_seed(100 + i)])
-        torch.testing.assert_close(x_train, x_mad, rtol=0, atol=1e-6)
+        row = x[:, i : i + 1]
+        x_train, _, _ = mod.sgld_kl_attack(agent, row, EPS, 10, 0.1, 0.0, generators=[torch.Generator().manual_seed(100 + i)])
+        x_mad = mad(row[0], [torch.Generator().manual_seed(100 + i)])
+        torch.testing.assert_close(x_train[0], x_mad, rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -230,8 +253,8 @@ def test_pgd_lowers_surrogate():
     x_hat, s_start, s_end = attack(mod, agent, x, actions, old_logprobs, adv, EPS)
     with torch.no_grad():
         s = surrogate(agent, x_hat, actions, old_logprobs, adv)
-        clean = surrogate(agent, x, actions, old_logprobs, adv).mean()
-    torch.testing.assert_close(s_end, s.mean(), rtol=1e-4, atol=1e-6)  # the reported value is the surrogate at x_hat
+        clean = surrogate(agent, x, actions, old_logprobs, adv).mean(1)
+    torch.testing.assert_close(s_end, s.mean(1), rtol=1e-4, atol=1e-6)  # the reported value is the surrogate at x_hat
     assert s_end.item() < s_start.item() - 0.05
     assert s_end.item() < clean.item() - 0.05
 
@@ -266,19 +289,19 @@ def test_sappo_regularizer_is_twice_the_gaussian_kl_with_clean_side_detached():
     mod = module("sappo")
     agent = make_agent(mod)
     x, *_ = make_batch(agent)
-    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, generator=torch.Generator().manual_seed(5))
+    x_hat, _, _ = mod.sgld_kl_attack(agent, x, EPS, generators=[torch.Generator().manual_seed(5)])
     reg = mod.kl_regularizer(agent, x, x_hat)
     with torch.no_grad():
-        torch.testing.assert_close(reg, 2 * kl_to_clean(agent, x, x_hat).mean(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(reg, 2 * kl_to_clean(agent, x, x_hat).mean(1), rtol=1e-5, atol=1e-7)
     # detached clean side: the gradient equals that of 2 KL(stop_grad(pi(.|x)) || pi(.|x_hat)) only
     reg.backward()
     grads = [p.grad.clone() for p in agent.actor.parameters()]
     agent.zero_grad(set_to_none=True)
     with torch.no_grad():
         mean0 = agent.actor(x)
-    dist0 = torch.distributions.Normal(mean0, agent.actor.log_std.detach().exp())
-    dist = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp())
-    (2 * torch.distributions.kl_divergence(dist0, dist).sum(1).mean()).backward()
+    dist0 = torch.distributions.Normal(mean0, agent.actor.log_std.detach().exp().unsqueeze(1))
+    dist = torch.distributions.Normal(agent.actor(x_hat), agent.actor.log_std.exp().unsqueeze(1))
+    (2 * torch.distributions.kl_divergence(dist0, dist).sum(-1).mean()).backward()
     for got, p in zip(grads, agent.actor.parameters()):
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
 

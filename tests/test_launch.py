@@ -1,0 +1,38 @@
+"""benchmark/launch.py: seeds grouped into processes (--seeds-per-process), and each seed's result found in its log."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmark"))
+import launch  # noqa: E402
+
+
+def test_chunks_are_runs_of_consecutive_seeds():
+    assert launch.chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    assert launch.chunks([1, 2, 3, 7, 8, 10], 5) == [[1, 2, 3], [7, 8], [10]]  # --num-seeds needs seed, seed+1, ...
+    assert launch.chunks([4, 5, 6], 1) == [[4], [5], [6]]
+
+
+def test_dry_run_commands(capsys):
+    launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2, 3, 4, 5), seeds_per_process=3, dry_run=True))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("--seed 1 --num-seeds 3 --eval-episodes 50") and "--seed 4 --num-seeds 2" in lines[1]
+
+
+def test_each_seed_is_parsed_from_its_own_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "LOGS", str(tmp_path))
+    (tmp_path / "ppo_continuous__Hopper-v4__1-3__k1.log").write_text(
+        "seed 1: model saved to runs/a/ppo_continuous.safetensors\nseed 2: model saved to runs/b/ppo_continuous.safetensors\n"
+        "seed 3: model saved to runs/c/ppo_continuous.safetensors\nseed 1: eval: natural return 100.5 +- 1\n"
+        "seed 2: eval: natural return 200.5 +- 1\nseed 3: eval: natural return 300.5 +- 1\n")
+    (tmp_path / "ppo_continuous__Hopper-v4__4__k1.log").write_text("model saved to runs/d/ppo_continuous.safetensors\neval: natural return 400.0 +- 2\n")
+    assert launch.parse("ppo_continuous.py", "Hopper-v4", 2, "__k1") == (200.5, os.path.join(launch.ROOT, "runs/b/ppo_continuous.safetensors"))
+    assert launch.parse("ppo_continuous.py", "Hopper-v4", 4, "__k1")[0] == 400.0
+    assert launch.parse("ppo_continuous.py", "Hopper-v4", 5, "__k1") == (None, None)
+    assert launch.parse("ppo_continuous.py", "Hopper-v4", 2, "") == (None, None)  # another tag
+
+
+def test_bad_grouping_is_refused():
+    with pytest.raises(SystemExit, match="--seeds-per-process"):
+        launch.main(launch.Args(seeds_per_process=0, dry_run=True))
