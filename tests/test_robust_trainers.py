@@ -382,14 +382,19 @@ def test_smoke_two_iterations_write_loadable_checkpoint(smoke_runs, case):
         assert all(math.isfinite(e.value) for e in acc.Scalars(tag))
 
 
+# tiny budgets: if a check regresses, the run trains for a second and the test fails at once, not at a timeout
+TINY = ("--env-id", "Hopper-v4", "--total-timesteps", 128, "--num-steps", 64, "--num-minibatches", 2, "--update-epochs", 1, "--eval-episodes", 0)
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_unknown_env_without_epsilon_exits_2(tmp_path, name):
-    proc = run(f"{name}.py", "--env-id", "InvertedPendulum-v4", cwd=tmp_path)
+    proc = run(f"{name}.py", *TINY, "--env-id", "InvertedPendulum-v4", cwd=tmp_path, timeout=60)
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # exactly one line
     assert "--epsilon" in one_line_error(proc)
     assert not os.path.exists(tmp_path / "runs")
 
 
-@pytest.mark.parametrize("name,flags", [("sappo", ("--epsilon", "-0.1")), ("arppo", ("--kappa", "-1")), ("barppo", ("--inner-steps", "0"))])
+@pytest.mark.parametrize("name,flags", [("sappo", ("--epsilon", "-0.1")), ("arppo", ("--kappa", "-1")), ("barppo", ("--inner-steps", "0")),
+                                        ("barppo", ("--num-seeds", "0")), ("sappo", ("--num-seeds", "2", "--target-kl", "0.02"))])
 def test_bad_robust_flags_exit_2(tmp_path, name, flags):
-    one_line_error(run(f"{name}.py", "--env-id", "Hopper-v4", *flags, cwd=tmp_path))
+    one_line_error(run(f"{name}.py", *TINY, *flags, cwd=tmp_path, timeout=60))
