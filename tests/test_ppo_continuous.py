@@ -1,5 +1,5 @@
 """ppo_continuous.py: GAE, normalizer, log-prob, checkpoint format, smoke runs, determinism, interrupt and exact resume
-(all four training scripts), quiet output, a learning check."""
+(every training script), quiet output, a learning check."""
 import glob
 import json
 import math
@@ -261,19 +261,23 @@ def without_group(meta):
     return {**meta, "resume": {k: v for k, v in state.items() if k != "group"}}
 
 
+PRUNE = ("--hidden-sizes", 32, 32, "--burn-in", 0.1, "--prune-interval", 3)  # masks change before and after the signal
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "script,sig,seeds",
-    [("ppo_continuous", signal.SIGINT, 1), ("sappo", signal.SIGTERM, 1), ("arppo", signal.SIGINT, 1), ("barppo", signal.SIGTERM, 1),
-     ("ppo_continuous", signal.SIGTERM, 2), ("barppo", signal.SIGINT, 2)],
+    "script,sig,seeds,extra",
+    [("ppo_continuous", signal.SIGINT, 1, ()), ("sappo", signal.SIGTERM, 1, ()), ("arppo", signal.SIGINT, 1, ()), ("barppo", signal.SIGTERM, 1, ()),
+     ("ppo_continuous", signal.SIGTERM, 2, ()), ("barppo", signal.SIGINT, 2, ()),
+     ("pruned_ppo", signal.SIGINT, 2, ("--prune-method", "saliency", *PRUNE)), ("pruned_ppo", signal.SIGTERM, 1, ("--prune-method", "magnitude_ste", *PRUNE))],
 )
-def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig, seeds):
+def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig, seeds, extra):
     """Signal a run after its second iteration: it saves (every seed) and exits 128 + signum with one line; --resume with
     the first seed's checkpoint then ends with checkpoints equal, tensor for tensor (weights, normalizer, Adam, RNGs,
     envs) and in their metadata, to those of an uninterrupted run."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    flags = (*RESUME_ARGS, "--num-seeds", seeds)
+    flags = (*RESUME_ARGS, "--num-seeds", seeds, *extra)
     full = run(f"{script}.py", *flags, cwd=tmp_path / "a", timeout=300)
     assert full.returncode == 0, full.stderr[-3000:]
     proc = subprocess.Popen([sys.executable, os.path.join(root, f"{script}.py"), *map(str, flags)], cwd=tmp_path / "b",

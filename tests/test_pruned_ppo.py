@@ -1,0 +1,127 @@
+"""pruned_ppo.py: the sparsity schedule, the pruning rules against references, pruned weights staying zero through
+training, the masks in the checkpoint, and the certificate of a pruned checkpoint."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.utils.prune
+from conftest import one_line_error, run
+from safetensors import safe_open
+
+import pruned_ppo as PR
+from attacks.certificate import matrix_norms
+
+SMALL = ("--env-id", "Hopper-v4", "--total-timesteps", 2048, "--num-steps", 256, "--num-minibatches", 4, "--update-epochs", 2,
+         "--hidden-sizes", 32, 32, "--burn-in", 0.1, "--prune-end", 0.6, "--prune-interval", 2, "--progress", "False")
+
+
+def test_cubic_schedule():
+    args = PR.Args(target_sparsity=0.8, burn_in=0.25, prune_end=0.75)
+    T = 1000
+    assert PR.sparsity_at(0, T, args) == 0.0 and PR.sparsity_at(250, T, args) == 0.0  # nothing before burn-in
+    assert PR.sparsity_at(500, T, args) == pytest.approx(0.8 * (1 - 0.5**3))  # halfway: s_f (1 - (1 - 1/2)^3)
+    assert PR.sparsity_at(750, T, args) == pytest.approx(0.8) and PR.sparsity_at(1000, T, args) == pytest.approx(0.8)
+    values = [PR.sparsity_at(t, T, args) for t in range(T + 1)]
+    assert all(b >= a for a, b in zip(values, values[1:]))  # never decreases
+
+
+def test_magnitude_mask_equals_torch_l1_unstructured_and_is_nested():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 40, 17, generator=g)  # three seeds
+    mask = torch.ones_like(w)
+    for sparsity in (0.3, 0.5, 0.9):
+        (new,) = PR.update_masks([mask], [w.abs()], sparsity, "magnitude")
+        for n in range(3):
+            ref = torch.nn.Linear(17, 40)
+            ref.weight.data.copy_(w[n])
+            torch.nn.utils.prune.l1_unstructured(ref, "weight", amount=sparsity)
+            assert torch.equal(new[n], ref.weight_mask)
+        assert torch.all(new <= mask)  # nested: nothing pruned comes back
+        mask = new
+        w = w * mask  # as training leaves the pruned weights: exactly zero
+
+
+def test_random_erk_densities_and_nesting():
+    shapes = [(64, 11), (64, 64), (256, 256)]
+    for density in (0.9, 0.5, 0.1):
+        d = PR.erk_densities(shapes, density)
+        assert sum(di * o * i for di, (o, i) in zip(d, shapes)) == pytest.approx(density * sum(o * i for o, i in shapes))
+        assert all(0 < di <= 1 for di in d)
+        assert d[0] >= d[1] >= d[2]  # (n_in + n_out) / (n_in n_out): small layers keep more
+    assert PR.erk_densities(shapes, 0.9)[0] == 1.0  # the 11 -> 64 layer would exceed 1: kept dense, scale re-solved
+    g = torch.Generator().manual_seed(1)
+    masks = [torch.ones(2, o, i) for o, i in shapes]
+    scores = [torch.rand(2, o, i, generator=g) for o, i in shapes]
+    for sparsity in (0.2, 0.5, 0.8):
+        new = PR.update_masks(masks, scores, sparsity, "random")
+        assert all(torch.all(a <= b) for a, b in zip(new, masks))
+        total = sum(m[0].numel() for m in new)
+        assert sum((1 - m[0]).sum().item() for m in new) / total == pytest.approx(sparsity, abs=2e-3)
+        masks = new
+
+
+def test_ste_masks_may_regrow_and_others_never():
+    w = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    (mask,) = PR.update_masks([torch.ones_like(w)], [w.abs()], 0.5, "magnitude_ste")
+    assert mask.tolist() == [[[0.0, 0.0, 1.0, 1.0]]]
+    grown = torch.tensor([[[5.0, 2.0, 3.0, 0.5]]])  # the dense weight 0 grew under straight-through gradients
+    assert PR.update_masks([mask], [grown.abs()], 0.5, "magnitude_ste")[0].tolist() == [[[1.0, 0.0, 1.0, 0.0]]]
+    assert PR.update_masks([mask], [grown.abs()], 0.5, "magnitude")[0].tolist() == [[[0.0, 0.0, 1.0, 1.0]]]
+
+
+def test_batched_surrogate_equals_the_certificate_module():
+    g = torch.Generator().manual_seed(2)
+    weights = [torch.randn(3, 64, 11, generator=g), torch.randn(3, 64, 64, generator=g) * (torch.rand(3, 64, 64, generator=g) > 0.5), torch.randn(3, 3, 64, generator=g)]
+    got = PR.lipschitz_surrogate(weights)
+    for n in range(3):
+        expected = np.prod([matrix_norms(w[n])["surrogate"] for w in weights])
+        assert got[n].item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_prunable_layers_follow_the_flags():
+    agent = PR.Agent(11, 3, PR.Args(hidden_sizes=(8, 8), init_std=1.0), [torch.Generator().manual_seed(0)])
+    names = lambda **kw: [n for n, _ in PR.prunable_layers(agent, PR.Args(**kw))]
+    assert names() == ["actor.layers.0.weight", "actor.layers.1.weight", "critic.layers.0.weight", "critic.layers.1.weight"]
+    assert names(prune_target="actor", prune_output_layer=True) == ["actor.layers.0.weight", "actor.layers.1.weight", "actor.layers.2.weight"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["magnitude", "random", "magnitude_ste", "saliency"])
+def test_training_keeps_pruned_weights_zero_and_saves_the_masks(tmp_path, method):
+    """Two seeds, kappa 0 (pruning only): the checkpoint's weights are zero wherever its prune/ mask is, the sparsity
+    reached is the target, and eval_attacks.py evaluates it and reports the certificate with that sparsity."""
+    proc = run("pruned_ppo.py", *SMALL, "--prune-method", method, "--target-sparsity", 0.5, "--kappa", 0, "--num-seeds", 2,
+               "--eval-episodes", 1, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paths = sorted(glob.glob(str(tmp_path / "runs" / "*" / "pruned_ppo.safetensors")))
+    assert len(paths) == 2
+    for path in paths:
+        with safe_open(path, "pt") as f:
+            meta = json.loads(f.metadata()["robust_rl"])
+            masks = {k[len("prune/"):]: f.get_tensor(k) for k in f.keys() if k.startswith("prune/")}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+        assert sorted(masks) == ["actor.layers.0.weight", "actor.layers.1.weight", "critic.layers.0.weight", "critic.layers.1.weight"]
+        for name, mask in masks.items():
+            assert torch.all(weights[name.replace(".", "/", 1)][mask == 0] == 0), name
+        pruned = sum((1 - m).sum().item() for m in masks.values()) / sum(m.numel() for m in masks.values())
+        assert pruned == pytest.approx(0.5, abs=2e-3) and meta["prune"]["sparsity"] == pytest.approx(pruned)
+        assert meta["prune"]["method"] == method
+        if method == "magnitude_ste":  # the dense weights live on for resuming, and differ where pruned
+            with safe_open(path, "pt") as f:
+                dense = f.get_tensor("resume/prune/dense/0")
+            assert (dense[masks["actor.layers.0.weight"] == 0] != 0).any()
+
+
+@pytest.mark.parametrize("flags,message", [(("--target-sparsity", "1.0"), "--target-sparsity"), (("--burn-in", "0.8"), "--burn-in"),
+                                           (("--prune-interval", "0"), "--prune-interval"), (("--prune-method", "lottery"), "")])
+def test_bad_pruning_flags_exit_2(tmp_path, flags, message):
+    proc = run("pruned_ppo.py", "--env-id", "Hopper-v4", "--total-timesteps", 128, "--num-steps", 64, "--num-minibatches", 2,
+               "--eval-episodes", 0, *flags, cwd=tmp_path, timeout=60)
+    if message:
+        assert message in one_line_error(proc)
+    else:  # tyro refuses a choice outside the Literal with its own message and exit status 2
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "runs")
