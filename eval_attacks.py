@@ -8,8 +8,10 @@ docs/protocol.md.
     python eval_attacks.py --model zoo/ppo_continuous__HalfCheetah-v4.safetensors --env-id HalfCheetah-v5
 
 Deterministic actions, frozen normalizer, fixed seeds (episode k starts from reset(seed=seed + k)); episodes run
-vectorized across --num-envs environments and every attack is batched over them. Learned attacks (rs, sa_rl, pa_ad)
-are trained once per checkpoint, eps, budget and --attack-seed and cached in <checkpoint>.attacks/.
+vectorized across --num-envs environments and every attack is batched over them. Learned attacks (rs, sa_rl, pa_ad
+and the reference sa_rl_ref, pa_ad_ref) are trained once per checkpoint, eps, budget and --attack-seed and cached in
+<checkpoint>.attacks/. `--attacks ref` runs sa_rl_ref and pa_ad_ref, opt-in reproductions of the published SA-RL
+(ATLA) and PA-AD evaluation protocols, to compare with published tables (docs/protocol.md); `all` is the six.
 """
 import datetime
 import glob
@@ -29,7 +31,8 @@ import torch
 
 FAST = ["random", "critic", "mad", "rs"]
 ALL = ["random", "critic", "mad", "rs", "sa_rl", "pa_ad"]
-LEARNED = {"rs", "sa_rl", "pa_ad"}
+REF = ["sa_rl_ref", "pa_ad_ref"]  # the published protocols, opt-in: not stronger attacks, so not in `all`
+LEARNED = {"rs", "sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref"}
 SCHEMA = "robust-rl/eval/1"
 
 
@@ -38,7 +41,8 @@ class Args:
     model: tuple[str, ...]
     """checkpoint(s) to evaluate (.safetensors written by any robust-rl script)"""
     attacks: tuple[str, ...] = ("fast",)
-    """attacks to run: names among random critic mad rs sa_rl pa_ad, or `fast` (random critic mad rs) or `all`"""
+    """attacks to run: names among random critic mad rs sa_rl pa_ad sa_rl_ref pa_ad_ref, or `fast` (random critic mad
+    rs), `all` (the six without the _ref ones) or `ref` (sa_rl_ref pa_ad_ref: the published evaluation protocols)"""
     epsilon: Optional[float] = None
     """l_inf budget in normalized-observation units (default: the env's, e.g. HalfCheetah 0.15, Hopper 0.075)"""
     epsilons: Optional[tuple[float, ...]] = None
@@ -50,7 +54,7 @@ class Args:
     seed: int = 0
     """evaluation seed: episode k starts from env.reset(seed=seed + k) (learned attacks use --attack-seed)"""
     attack_seed: int = 0
-    """seed of the learned attacks' training (rs, sa_rl, pa_ad) and part of their cache key"""
+    """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref) and part of their cache key"""
     env_id: Optional[str] = None
     """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10
@@ -61,6 +65,10 @@ class Args:
     """environment steps to train the SA-RL adversary (the paper's budget; cached next to the victim)"""
     pa_ad_steps: int = 1_000_000
     """environment steps to train the PA-AD director (the paper's budget; cached next to the victim)"""
+    sa_rl_ref_steps: Optional[int] = None
+    """env steps to train sa_rl_ref (default: ATLA's budget for the env, 488 x 2048 = 999424; Ant 2441 x 2048)"""
+    pa_ad_ref_steps: Optional[int] = None
+    """env steps to train pa_ad_ref (default: PA-AD's budget for the env, 976 x 2048 = 1998848; Ant 4882 x 2048)"""
     json: Optional[str] = None
     """write the results (schema robust-rl/eval/1) to this JSON file"""
     markdown: Optional[str] = None
@@ -162,10 +170,24 @@ def make_attack(name, policy, epsilon, args):
         return [(a.label, a) for a in grid]
     if name == "sa_rl":
         return [(name, SARLAttack(policy, epsilon))]
-    return [(name, PAADAttack(policy, epsilon, pgd_steps=args.attack_steps))]
+    if name == "pa_ad":
+        return [(name, PAADAttack(policy, epsilon, pgd_steps=args.attack_steps))]
+    from attacks.pa_ad_ref import PAADRefAttack
+    from attacks.sa_rl_ref import SARLRefAttack
+
+    if name == "sa_rl_ref":  # the official protocols: --attack-steps does not apply (pa_ad_ref takes one step)
+        return [(name, SARLRefAttack(policy, epsilon))]
+    return [(name, PAADRefAttack(policy, epsilon))]
 
 
-def fit_steps(name, args):
+def fit_steps(name, args, env_id):
+    """A learned attack's training budget on env_id: its flag, or for a _ref attack without one the official budget."""
+    from attacks import pa_ad_ref, sa_rl_ref
+
+    if name == "sa_rl_ref":
+        return args.sa_rl_ref_steps if args.sa_rl_ref_steps is not None else sa_rl_ref.official_steps(env_id)
+    if name == "pa_ad_ref":
+        return args.pa_ad_ref_steps if args.pa_ad_ref_steps is not None else pa_ad_ref.official_steps(env_id)
     return {"rs": args.rs_steps, "sa_rl": args.sa_rl_steps, "pa_ad": args.pa_ad_steps}[name]
 
 
@@ -177,7 +199,7 @@ def attack_cache(model, name, attack, args):
     learns something else, and leaving it out otherwise keeps the existing caches' keys."""
     from attacks.ppo_adversary import cache_path
 
-    key = {**attack.settings, "steps": fit_steps(name, args), "seed": args.attack_seed}
+    key = {**attack.settings, "steps": fit_steps(name, args, model.env_id), "seed": args.attack_seed}
     if model.env_id != model.meta["env_id"]:
         key["env_id"] = model.env_id
     return cache_path(model.path, model.victim_hash, name, key)
@@ -191,7 +213,7 @@ def learned_attack(model, name, epsilon, args):
     if name in LEARNED:
         for label, attack in candidates:
             cache = attack_cache(model, name, attack, args)
-            steps, progress = fit_steps(name, args), show_progress(args)
+            steps, progress = fit_steps(name, args, model.env_id), show_progress(args)
             loaded = fit_or_load(attack, cache, model.env_id, steps, args.attack_seed, progress)
             print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
     return candidates
@@ -203,7 +225,9 @@ def learned_attack(model, name, epsilon, args):
 # process (with one other process busy on the machine), torch 1 thread, zoo PPO agents Hopper-v4 / HalfCheetah-v4:
 # rs 1770 / 2180 (3 x 20k steps), sa_rl 2180 / 3390, pa_ad 1570 / 2510 (16k steps each); the slower env's, rounded.
 # Cross-check the same day: a full 1M-step sa_rl fit on Hopper-v4 took 6.8 min (2450 steps/s; estimated ~8 min).
-FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600}
+# The reference attacks, later that day under heavier load (load average 3.8), 8k steps each: sa_rl_ref
+# 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same session); sa_rl_ref takes sa_rl's rate.
+FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000}
 
 
 def count(n):
@@ -224,6 +248,7 @@ def announce_fits(models, names, args):
     if not learned:
         return
     todo, done = {n: 0 for n in learned}, {n: 0 for n in learned}
+    budgets = {n: [] for n in learned}  # steps of each fit to come: the _ref attacks' defaults depend on the env
     for model in models:
         for epsilon in model.epsilons:
             for name in learned:
@@ -233,18 +258,20 @@ def announce_fits(models, names, args):
                         done[name] += 1
                         continue
                     todo[name] += 1
+                    budgets[name].append(fit_steps(name, args, model.env_id))
                     folder = os.path.dirname(os.path.abspath(cache))
                     if not os.access(folder if os.path.isdir(folder) else os.path.dirname(folder), os.W_OK):
                         fail(f"{folder}: cannot write the attack cache here ({name} would train and not be saved)")
     parts, total = [], 0.0
     for name in (n for n in learned if todo[n]):
-        seconds = todo[name] * fit_steps(name, args) / FIT_STEPS_PER_SECOND[name]
+        seconds = sum(budgets[name]) / FIT_STEPS_PER_SECOND[name]
         total += seconds
         if name == "rs":
             fits = f"{todo[name]} Q function{'s' if todo[name] > 1 else ''} x "
         else:
             fits = f"{todo[name]} x " if todo[name] > 1 else ""
-        parts.append(f"{name} ({fits}{count(fit_steps(name, args))} steps, ~{format_duration(max(seconds, 1))})")
+        steps = "/".join(count(b) for b in sorted(set(budgets[name])))  # e.g. 999424/4999168: Hopper and Ant models
+        parts.append(f"{name} ({fits}{steps} steps, ~{format_duration(max(seconds, 1))})")
     cached = [n if not todo[n] else f"{n} ({done[n]} of {done[n] + todo[n]})" for n in learned if done[n]]
     line = f"will train: {', '.join(parts) or 'none'}"
     if len(parts) > 1:
@@ -330,12 +357,20 @@ def run_model(model, args, epsilon):
         return out
 
     result["natural"] = run("natural", None)
+    # the certified Lipschitz report of arXiv 2510.12939 for every actor; MAD measures how loose its bound is
+    from attacks.certificate import MaxDeviation, certificate
+
+    result["certificate"] = certificate(policy, epsilon)
     for name in names:
         try:
             candidates = learned_attack(model, name, epsilon, args)
         except (ValueError, OSError) as e:  # no critic in the checkpoint, an unreadable or unwritable attack cache
             fail(f"{path}: {name}: {first_line(e)}")
+        if name == "mad":
+            candidates = [(label, MaxDeviation(attack, policy)) for label, attack in candidates]
         runs = [run(label, attack) for label, attack in candidates]
+        if name == "mad":
+            result["certificate"]["empirical_max_deviation"] = max(attack.max for _, attack in candidates)
         best = min(range(len(runs)), key=lambda i: runs[i]["mean"])  # the strongest of a grid (robust Sarsa)
         result["attacks"][name] = runs[best]
         if len(runs) > 1:
@@ -355,12 +390,21 @@ def run_model(model, args, epsilon):
 def expand_attacks(names):
     out = []
     for n in names:
-        for m in FAST if n == "fast" else ALL if n == "all" else [n]:
-            if m not in ALL:
-                fail(f"unknown attack {m!r} (choose from {' '.join(ALL)}, fast, all)")
+        for m in FAST if n == "fast" else ALL if n == "all" else REF if n == "ref" else [n]:
+            if m not in ALL + REF:
+                fail(f"unknown attack {m!r} (choose from {' '.join(ALL + REF)}, fast, all, ref)")
             if m not in out:
                 out.append(m)
     return out
+
+
+def certificate_line(r):
+    """One line per result: the certificate's parts (docs/protocol.md)."""
+    c = r["certificate"]
+    found = f", MAD found {c['empirical_max_deviation']:.3g}" if c.get("empirical_max_deviation") is not None else ""
+    return (f"{os.path.basename(r['model'])} certificate: Lipschitz surrogate {c['lipschitz_surrogate']:.4g} (spectral product "
+            f"{c['spectral_product']:.4g}), action deviation bound {c['action_deviation_bound']:.4g} at eps {r['epsilon']:g}{found}, "
+            f"sigma_min {c['sigma_min']:.3g}, sparsity {c['sparsity']:.3f}")
 
 
 def table(results):
@@ -419,8 +463,9 @@ def plot_sweep(sweep, path):
 def main(args):
     if args.episodes <= 0 or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
         fail("--episodes, --num-envs and --attack-steps must be positive")
-    if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps) <= 0:
-        fail("--rs-steps, --sa-rl-steps and --pa-ad-steps must be positive")
+    ref_steps = [n for n in (args.sa_rl_ref_steps, args.pa_ad_ref_steps) if n is not None]
+    if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps, *ref_steps) <= 0:
+        fail("--rs-steps, --sa-rl-steps, --pa-ad-steps, --sa-rl-ref-steps and --pa-ad-ref-steps must be positive")
     for e in ([args.epsilon] if args.epsilon is not None else []) + list(args.epsilons or []):
         if not 0 <= e < math.inf:
             fail(f"attack budget must be finite and >= 0, got {e}")
@@ -455,6 +500,8 @@ def main(args):
     else:
         results = [run_model(m, args, m.epsilons[0]) for m in models]
         print(table(results))
+        for r in results:
+            print(certificate_line(r))
         out["results"] = results
     if args.json:
         write_atomic(args.json, json.dumps(out, indent=1))

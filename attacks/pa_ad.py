@@ -99,15 +99,16 @@ class PAADAttack:
 
     def __call__(self, x, gens=None):
         if not self.fitted:
-            raise RuntimeError("pa_ad: fit() or load() the director before attacking")
+            raise RuntimeError(f"{self.name}: fit() or load() the director before attacking")
         with torch.no_grad():
             d = directions(forward_invariant(self.agent.actor, x))
         return x + pgd_along(self.policy.actor, x, d, self.epsilon, self.pgd_steps)
 
     def save(self, path):
-        save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
+        meta = dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy))
+        save_attack(path, self.name, self.agent.state_dict(), meta)
 
     def load(self, path):
-        load_network(path, NAME, self.policy, self.epsilon, self.agent, "director network")
+        load_network(path, self.name, self.policy, self.epsilon, self.agent, "director network")
         self.fitted = True
         return self

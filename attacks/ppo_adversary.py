@@ -6,7 +6,8 @@ PPO as in ppo_continuous.py (Schulman et al. 2017; clipped surrogate, GAE, rewar
 the discounted return), maximizing the adversary's return sum_t gamma^t r_adv_t, r_adv = -r_victim:
     L = E[min(rho A, clip(rho, 1-0.2, 1+0.2) A)] - 0.5 * vf_coef * (V(x) - R)^2
 Here the victim is part of the environment: the adversary sees x = norm(s), picks a, `victim_action(x, a)` turns a
-into the victim's (deterministic) action on the perturbed observation, and the real env steps with it.
+into the victim's action on the perturbed observation (deterministic for sa_rl and pa_ad; sampled from the victim's
+Gaussian for the reference attacks sa_rl_ref and pa_ad_ref, `numpy_sampled_victim`), and the real env steps with it.
 """
 import hashlib
 import json
@@ -132,6 +133,29 @@ def numpy_mlp(mlp):
         return x @ weights[-1][0] + weights[-1][1]
 
     return forward
+
+
+VICTIM_NOISE_STREAM = 1  # numpy seed [seed, 1]: apart from the trainer's default_rng(seed), the adversary's noise
+
+
+def victim_noise_rng(seed):
+    """The generator of the sampled victim's action noise in a fit with `seed` (its own stream, so adding victim noise
+    leaves the adversary's exploration noise as it was)."""
+    return np.random.default_rng([seed, VICTIM_NOISE_STREAM])
+
+
+def numpy_sampled_victim(policy, seed):
+    """The victim acting stochastically, as it does while the official SA-RL and PA-AD adversaries train (their
+    rollouts sample the victim's Gaussian): x -> mu(x) + exp(log_std) * z, z ~ N(0, 1) from victim_noise_rng(seed)."""
+    mean = numpy_mlp(policy.actor)
+    std = np.exp(policy.actor.log_std.detach().float().numpy())
+    rng = victim_noise_rng(seed)
+
+    def act(x):
+        mu = mean(x)
+        return mu + std * rng.standard_normal(mu.shape).astype(np.float32)
+
+    return act
 
 
 def numpy_normalizer(obs_norm):

@@ -59,15 +59,16 @@ class SARLAttack:
 
     def __call__(self, x, gens=None):
         if not self.fitted:
-            raise RuntimeError("sa_rl: fit() or load() the adversary before attacking")
+            raise RuntimeError(f"{self.name}: fit() or load() the adversary before attacking")
         with torch.no_grad():
             return x + self.epsilon * torch.tanh(forward_invariant(self.agent.actor, x))
 
     def save(self, path):
-        save_attack(path, NAME, self.agent.state_dict(), dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy)))
+        meta = dict(settings=self.settings, epsilon=self.epsilon, victim_hash=policy_hash(self.policy))
+        save_attack(path, self.name, self.agent.state_dict(), meta)
 
     def load(self, path):
-        load_network(path, NAME, self.policy, self.epsilon, self.agent, "adversary network")
+        load_network(path, self.name, self.policy, self.epsilon, self.agent, "adversary network")
         self.fitted = True
         return self
 

@@ -1,20 +1,27 @@
 """Learned attacks (attacks/rs.py, sa_rl.py, pa_ad.py, ppo_adversary.py): eps ball on every step of a real rollout,
-the victim untouched, PA-AD's actor follows the director, robust Sarsa's targets and attack, save/load and caching."""
+the victim untouched, PA-AD's actor follows the director, robust Sarsa's targets and attack, save/load and caching.
+At the end, the reference attacks sa_rl_ref.py and pa_ad_ref.py (the published protocols; tests named *ref*)."""
 import copy
+import json
 import os
+import re
+import shutil
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import one_line_error, run
 
 import eval_attacks
-from attacks import pa_ad, ppo_adversary, rs
+from attacks import pa_ad, pa_ad_ref, ppo_adversary, rs, sa_rl, sa_rl_ref, uniform_like
 from attacks.checkpoint import Policy, policy_hash
 from attacks.pa_ad import PAADAttack
+from attacks.pa_ad_ref import PAADRefAttack
 from attacks.rs import RobustSarsaAttack
 from attacks.sa_rl import SARLAttack
+from attacks.sa_rl_ref import SARLRefAttack
 from eval_attacks import evaluate
 
 torch.set_num_threads(1)
@@ -353,3 +360,317 @@ def test_rs_fit_reports_each_phase_under_its_label(victim, capsys):
     err = capsys.readouterr().err
     assert err.count("rs[reg=1.0] collecting: ") == 10 and err.count("rs[reg=1.0] TD: ") == 10
     assert "rs[reg=1.0] TD: 20/20 updates (100%)" in err
+
+
+# ---- the reference attacks: the published SA-RL (ATLA) and PA-AD protocols (opt-in, `--attacks ref`) ----
+
+TINY_REF = {  # one or two PPO iterations of 256 steps in 1 env (the official adversaries' layout)
+    "sa_rl_ref": (SARLRefAttack, dict(num_steps=256, num_minibatches=4), 512),
+    "pa_ad_ref": (PAADRefAttack, dict(num_steps=256, num_minibatches=4), 512),
+}
+REF_MODULES = {"sa_rl_ref": sa_rl_ref, "pa_ad_ref": pa_ad_ref}
+
+
+def gens_for(n, base=100):
+    """One generator per row, row i seeded base + i (as evaluate() seeds episode i); pa_ad_ref draws its start here."""
+    return [torch.Generator().manual_seed(base + i) for i in range(n)]
+
+
+def capture_fit(monkeypatch, module, attack, steps=2048, seed=3):
+    """Run attack.fit with the module's PPO trainer replaced by one that only keeps what it was given."""
+    got = {}
+
+    def keep(agent, env_id, steps_, seed_, normalize, victim_action, cfg, progress=False, desc=""):
+        got.update(steps=steps_, seed=seed_, victim_action=victim_action, cfg=cfg)
+        return {}
+
+    monkeypatch.setattr(module, "train_ppo", keep)
+    attack.fit(ENV, steps, seed=seed)
+    return got
+
+
+@pytest.fixture(scope="module")
+def fitted_ref(victim):
+    """Each reference attack after a tiny fit; the victim's hash is checked unchanged by every fit."""
+    out = {}
+    for name, (cls, settings, steps) in TINY_REF.items():
+        before = policy_hash(victim)
+        out[name] = cls(victim, EPS, **settings).fit(ENV, steps, seed=1)
+        assert policy_hash(victim) == before, f"{name}.fit changed the victim"
+    return out
+
+
+@pytest.mark.parametrize("name", list(TINY_REF))
+def test_ref_eps_ball_on_every_step_and_victim_untouched(victim, fitted_ref, name):
+    attack, before, deltas = fitted_ref[name], policy_hash(victim), []
+    if name == "sa_rl_ref":  # a barely trained adversary barely perturbs: saturate it to reach the ball's surface
+        attack = copy.deepcopy(attack)
+        with torch.no_grad():
+            attack.agent.actor.layers[-1].weight.mul_(1e4)
+            attack.agent.actor.layers[-1].bias.mul_(1e4)
+
+    def recording(x, gens):
+        x0 = x.clone()
+        x_hat = attack(x, gens)
+        assert torch.equal(x, x0), "the attack modified its input"
+        assert x_hat.shape == x.shape and x_hat.dtype == torch.float32
+        deltas.append((x_hat - x).abs())
+        return x_hat
+
+    returns = evaluate(victim, ENV, episodes=2, seed=0, num_envs=2, attack=recording)
+    assert len(deltas) >= 5
+    at_eps = [(d - EPS).abs() <= TOL for d in deltas]
+    for d, full in zip(deltas, at_eps):
+        assert d.max() <= EPS + TOL, d.max()
+        assert d.max() >= EPS - TOL  # it uses the budget on every step
+        if name == "pa_ad_ref":  # one sign step of eps: each coordinate moves by exactly 0 or eps
+            assert bool(((d <= TOL) | full).all()), d
+    assert torch.cat([f.flatten() for f in at_eps]).float().mean() >= (0.99 if name == "pa_ad_ref" else 0.95)
+    assert policy_hash(victim) == before
+    # batched == one by one: the same returns, bit for bit, with the episodes run one at a time
+    np.testing.assert_array_equal(evaluate(victim, ENV, episodes=2, seed=0, num_envs=1, attack=attack), returns)
+    assert policy_hash(victim) == before
+
+
+@pytest.mark.parametrize("name", list(TINY_REF))
+def test_ref_batched_equals_one_by_one(fitted_ref, name):
+    x = obs_batch(16, seed=3)
+    batched = fitted_ref[name](x, gens_for(16))
+    single = torch.cat([fitted_ref[name](x[i:i + 1], gens_for(1, base=100 + i)) for i in range(16)])
+    assert torch.equal(batched, single)
+    assert not torch.equal(batched, x)
+
+
+def test_ref_attack_before_fit_is_an_error(victim):
+    for cls, settings, _ in TINY_REF.values():
+        with pytest.raises(RuntimeError, match="fit"):
+            cls(victim, EPS, **settings)(obs_batch(2), gens_for(2))
+
+
+def tiny_policy():
+    """A small fixed victim, 4 -> 3 -> 2 tanh, whose last input does not reach the action (a zero column in the first
+    layer): the gradient is exactly 0 there and nonzero elsewhere."""
+    g = torch.Generator().manual_seed(11)
+    w0 = torch.randn(3, 4, generator=g)
+    w0[:, 3] = 0.0
+    tensors = {"actor/layers.0.weight": w0, "actor/layers.0.bias": 0.1 * torch.randn(3, generator=g),
+               "actor/layers.1.weight": torch.randn(2, 3, generator=g), "actor/layers.1.bias": torch.zeros(2),
+               "actor/log_std": torch.zeros(2), "obs_norm/mean": torch.zeros(4, dtype=torch.float64),
+               "obs_norm/var": torch.ones(4, dtype=torch.float64),
+               "obs_norm/count": torch.tensor(1.0, dtype=torch.float64)}
+    meta = dict(format=1, script="test", env_id=ENV, obs_dim=4, act_dim=2, hidden_sizes=[3], activation="tanh",
+                obs_clip=10.0, norm_eps=1e-8, epsilon=None, global_step=0, args={}, git_commit=None)
+    return Policy(tensors, meta)
+
+
+def test_pa_ad_ref_one_sign_step_of_eps_from_the_clean_state_after_the_official_start(monkeypatch):
+    victim = tiny_policy()
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    d = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    attack = PAADRefAttack(victim, EPS)
+    monkeypatch.setattr(pa_ad_ref, "forward_invariant", lambda mlp, x_: mlp(x_))
+    attack.agent.actor = Fixed(d)  # the director's mean is d
+    attack.fitted = True
+    step, starts = pa_ad_ref.official_step, []
+
+    def spy(actor, x_, d_, eps, noise):
+        assert torch.equal(x_, x) and torch.equal(d_, d)
+        starts.append(noise.clone())
+        return step(actor, x_, d_, eps, noise)
+
+    monkeypatch.setattr(pa_ad_ref, "official_step", spy)
+    x_hat = attack(x, gens_for(8))
+
+    # the official start: U(-eps/10, eps/10) on every coordinate, from the episode's generator
+    (noise,) = starts
+    assert torch.equal(noise, (EPS / 10) * uniform_like(x, gens_for(8)))
+    assert EPS / 10 >= noise.abs().max() > 0.8 * EPS / 10
+
+    # the official loss at the start, as the official code writes it (mean over the batch, CosineSimilarity module)
+    at = noise.clone().requires_grad_(True)
+    diff = victim.actor(x + at) - victim.actor(x)
+    loss = -torch.mean(nn.CosineSimilarity()(diff, d) + torch.norm(diff, dim=1, p=2))
+    (grad,) = torch.autograd.grad(loss, at)
+    assert bool((grad[:, 3] == 0).all()) and bool((grad[:, :3] != 0).all())
+
+    # ONE sign step (ascending that loss) of the whole budget, added to the clean x: the start is discarded
+    delta = step(victim.actor, x, d, EPS, noise)
+    assert torch.equal(delta, EPS * grad.sign())
+    assert bool((delta[:, :3].abs() == torch.tensor(EPS)).all()) and bool((delta[:, 3] == 0).all())
+    assert torch.equal(x_hat, x + delta)
+    assert (x_hat - x - noise - delta).abs().max() > EPS / 20  # what keeping the start would have given differs
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_pa_ad_ref_numpy_realizer_used_in_training_matches_torch(activation):
+    victim = make_policy(seed=5, activation=activation)
+    x = obs_batch(128, seed=1)
+    d = torch.randn(128, ACT, generator=torch.Generator().manual_seed(2))
+    noise = (EPS / 10) * uniform_like(x, gens_for(128))
+    delta_t = pa_ad_ref.official_step(victim.actor, x, d, EPS, noise).numpy()
+    weights, act = ppo_adversary.numpy_weights(victim.actor)
+    delta_np = pa_ad_ref.numpy_official_step(weights, act, x.numpy(), d.numpy(), EPS, noise.numpy())
+    assert delta_np.dtype == np.float32 and set(np.unique(np.abs(delta_np))) <= {np.float32(0), np.float32(EPS)}
+    same = np.all(delta_np == delta_t, axis=1)
+    assert same.mean() >= 0.97, same.mean()
+    # the hand-written gradient itself, in float64: the norm term's part is ~1e-3 of the cosine's here, below float32
+    # rounding of the sum, so only a float64 comparison shows a wrong norm term (the signs above hardly would)
+    actor64 = copy.deepcopy(victim.actor).double()
+    x64, d64, at = x.double(), d.double(), noise.double().requires_grad_(True)
+    diff = actor64(x64 + at) - actor64(x64)
+    (cos_grad,) = torch.autograd.grad(torch.nn.functional.cosine_similarity(diff, d64).sum(), at, retain_graph=True)
+    (norm_grad,) = torch.autograd.grad(diff.norm(dim=1).sum(), at)
+    weights64 = [(w.astype(np.float64), b.astype(np.float64)) for w, b in weights]
+    grad_np = pa_ad_ref.numpy_official_grad(weights64, act, x64.numpy(), d64.numpy(), at.detach().numpy())
+    scale = float((cos_grad + norm_grad).abs().max())
+    np.testing.assert_allclose(grad_np, (cos_grad + norm_grad).numpy(), rtol=1e-7, atol=1e-9 * scale)
+    assert float(norm_grad.abs().max()) > 1e-4 * scale  # the norm term is well above that tolerance
+
+
+def test_sa_rl_ref_squash_is_hardtanh_at_attack_and_training_time(victim, monkeypatch):
+    raw = torch.tensor([[-3.0, -1.5, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 3.0, 100.0]]).repeat(4, 1)
+    attack = SARLRefAttack(victim, EPS)
+    monkeypatch.setattr(sa_rl_ref, "forward_invariant", lambda mlp, x_: mlp(x_))
+    attack.agent.actor = Fixed(raw)  # the adversary's mean is raw
+    attack.fitted = True
+    x = obs_batch(4)
+    delta = attack.perturbation(x)
+    beyond = raw.abs() >= 1
+    assert torch.equal(delta[beyond], torch.sign(raw[beyond]) * EPS)  # exactly +-eps beyond +-1
+    assert torch.equal(delta[~beyond], EPS * raw[~beyond])  # linear inside
+    assert (delta - EPS * torch.tanh(raw)).abs().max() > 0.03 * EPS  # not tanh (tanh(1.5) eps = 0.905 eps)
+    assert torch.equal(attack(x, None), x + delta)
+
+    # training: the victim acts on x + eps * hardtanh(a) for the adversary's sampled a (and samples its own action)
+    got = capture_fit(monkeypatch, sa_rl_ref, SARLRefAttack(victim, EPS), seed=3)
+    xn, a = x.numpy(), raw.numpy()
+    z = ppo_adversary.victim_noise_rng(3).standard_normal((4, ACT)).astype(np.float32)
+    std = np.exp(victim.actor.log_std.detach().float().numpy())
+    expected = ppo_adversary.numpy_mlp(victim.actor)(xn + EPS * np.clip(a, -1.0, 1.0)) + std * z
+    np.testing.assert_array_equal(got["victim_action"](xn, a), expected)
+
+
+@pytest.mark.parametrize("name", list(TINY_REF))
+def test_ref_training_sees_sampled_victim_actions(victim, name, monkeypatch):
+    if name == "pa_ad_ref":  # no perturbation: what is left is the victim's own noise
+        monkeypatch.setattr(pa_ad_ref, "numpy_official_step", lambda w, act, x, d, eps, noise: np.zeros_like(x))
+    cls, settings, _ = TINY_REF[name]
+    victim_action = capture_fit(monkeypatch, REF_MODULES[name], cls(victim, EPS, **settings))["victim_action"]
+    x = obs_batch(64).numpy()
+    a = np.zeros((64, OBS if name == "sa_rl_ref" else ACT), dtype=np.float32)  # sa_rl_ref: hardtanh(0) = 0
+    mu = ppo_adversary.numpy_mlp(victim.actor)(x)
+    std = np.exp(victim.actor.log_std.detach().numpy())
+    z = np.stack([(victim_action(x, a) - mu) / std for _ in range(300)])  # [300, 64, ACT]
+    assert not np.array_equal(z[0], z[1])  # a fresh draw at every step
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02, (z.mean(), z.std())  # N(0, 1) times the victim's std
+
+
+def test_ref_our_sa_rl_and_pa_ad_train_against_the_deterministic_victim(victim, monkeypatch):
+    """The contrast that makes the test above discriminating: the non-reference attacks see the victim's mean."""
+    x = obs_batch(8).numpy()
+    got = capture_fit(monkeypatch, sa_rl, SARLAttack(victim, EPS, num_steps=256, num_minibatches=4))
+    act = got["victim_action"](x, np.zeros((8, OBS), dtype=np.float32))
+    np.testing.assert_array_equal(act, ppo_adversary.numpy_mlp(victim.actor)(x))
+    monkeypatch.setattr(pa_ad, "numpy_pgd_along", lambda w, act_, x_, d, eps, n: np.zeros_like(x_))
+    got = capture_fit(monkeypatch, pa_ad, PAADAttack(victim, EPS))
+    act = got["victim_action"](x, np.ones((8, ACT), dtype=np.float32))
+    np.testing.assert_array_equal(act, ppo_adversary.numpy_mlp(victim.actor)(x))
+
+
+def test_ref_official_budgets_and_settings(victim, monkeypatch):
+    assert pa_ad_ref.official_steps("Hopper-v4") == 976 * 2048 == 1_998_848
+    assert pa_ad_ref.official_steps("Walker2d-v4") == pa_ad_ref.official_steps("HalfCheetah-v5") == 1_998_848
+    assert pa_ad_ref.official_steps("Ant-v4") == 4882 * 2048 == 9_998_336
+    assert sa_rl_ref.official_steps("Hopper-v4") == sa_rl_ref.official_steps("HalfCheetah-v4") == 488 * 2048 == 999_424
+    assert sa_rl_ref.official_steps("Ant-v5") == 2441 * 2048 == 4_999_168
+    args = eval_attacks.Args(model=("m",))
+    assert eval_attacks.fit_steps("pa_ad_ref", args, "Hopper-v4") == 1_998_848
+    assert eval_attacks.fit_steps("sa_rl_ref", args, "Ant-v4") == 4_999_168
+    args = eval_attacks.Args(model=("m",), sa_rl_ref_steps=7000, pa_ad_ref_steps=5000)
+    assert eval_attacks.fit_steps("sa_rl_ref", args, "Ant-v4") == 7000
+    assert eval_attacks.fit_steps("pa_ad_ref", args, "Ant-v4") == 5000
+    # a fit without a budget takes the official one (and 976 iterations of 1 env x 2048 steps for pa_ad_ref)
+    for name, cls in (("pa_ad_ref", PAADRefAttack), ("sa_rl_ref", SARLRefAttack)):
+        got = capture_fit(monkeypatch, REF_MODULES[name], cls(victim, EPS), steps=None)
+        assert got["steps"] == REF_MODULES[name].official_steps(ENV)
+        cfg = got["cfg"]
+        assert (cfg.num_envs, cfg.num_steps, cfg.max_grad_norm, cfg.ent_coef) == (1, 2048, 0.0, 0.0)
+    cfg = PAADRefAttack(victim, EPS).cfg  # the official README command: lr 3e-5 (policy and value), clip 0.4
+    assert (cfg.learning_rate, cfg.clip_coef, cfg.anneal_lr) == (3e-5, 0.4, True)
+    cfg = SARLRefAttack(victim, EPS).cfg  # one point of ATLA's grid
+    assert (cfg.learning_rate, cfg.clip_coef, cfg.anneal_lr) == (3e-4, 0.2, True)
+    assert PAADRefAttack(victim, EPS).start_steps == 10
+
+
+def test_ref_attack_sets():
+    assert eval_attacks.expand_attacks(["ref"]) == ["sa_rl_ref", "pa_ad_ref"]
+    assert eval_attacks.expand_attacks(["all"]) == ["random", "critic", "mad", "rs", "sa_rl", "pa_ad"]
+    assert eval_attacks.expand_attacks(["all", "ref", "pa_ad_ref"]) == eval_attacks.ALL + ["sa_rl_ref", "pa_ad_ref"]
+    assert eval_attacks.expand_attacks(["pa_ad_ref", "fast"]) == ["pa_ad_ref", "random", "critic", "mad", "rs"]
+
+
+@pytest.mark.parametrize("name", list(TINY_REF))
+def test_ref_save_load_round_trip_bit_for_bit(victim, fitted_ref, name, tmp_path):
+    cls, settings, _ = TINY_REF[name]
+    path = str(tmp_path / f"{name}.safetensors")
+    fitted_ref[name].save(path)
+    loaded = cls(victim, EPS, **settings).load(path)
+    x = obs_batch(32, seed=4)
+    assert torch.equal(fitted_ref[name](x, gens_for(32)), loaded(x, gens_for(32)))
+    with pytest.raises(ValueError, match="another victim"):
+        cls(make_policy(seed=9), EPS, **settings).load(path)
+    with pytest.raises(ValueError, match="eps"):
+        cls(victim, 2 * EPS, **settings).load(path)
+    # our attack of the same network shape refuses the reference attack's file, and the other way round
+    ours = {"sa_rl_ref": SARLAttack, "pa_ad_ref": PAADAttack}[name]
+    with pytest.raises(ValueError, match=f"holds a '{name}' attack, not '{ours.name}'"):
+        ours(victim, EPS).load(path)
+    other = str(tmp_path / "ours.safetensors")
+    ours(victim, EPS).save(other)
+    with pytest.raises(ValueError, match=f"holds a '{ours.name}' attack, not '{name}'"):
+        cls(victim, EPS, **settings).load(other)
+
+
+@pytest.mark.parametrize("name", list(TINY_REF))
+def test_ref_fit_or_load_fits_once(victim, name, tmp_path, monkeypatch):
+    cls, settings, steps = TINY_REF[name]
+    victim_path = str(tmp_path / "victim.safetensors")
+    first = cls(victim, EPS, **settings)
+    cache = ppo_adversary.cache_path(victim_path, policy_hash(victim), name, dict(first.settings, steps=steps, seed=0))
+    assert os.path.basename(cache).startswith(f"{name}-")
+    assert ppo_adversary.fit_or_load(first, cache, ENV, steps, seed=0) is False and os.path.isfile(cache)
+    second = cls(victim, EPS, **settings)
+    monkeypatch.setattr(second, "fit", lambda *a, **k: pytest.fail("fit called although the cache exists"))
+    assert ppo_adversary.fit_or_load(second, cache, ENV, steps, seed=0) is True
+    x = obs_batch(32, seed=5)
+    assert torch.equal(first(x, gens_for(32)), second(x, gens_for(32)))
+
+
+ZOO_HOPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo",
+                          "ppo_continuous__Hopper-v4.safetensors")
+
+
+def test_cli_attacks_ref_runs_exactly_the_two_trains_once_then_loads(tmp_path):
+    path = str(tmp_path / "victim.safetensors")
+    shutil.copy(ZOO_HOPPER, path)  # a copy, so that its attack cache starts empty
+    flags = ["--model", path, "--attacks", "ref", "--episodes", 2, "--sa-rl-ref-steps", 256, "--pa-ad-ref-steps", 256]
+    first = run("eval_attacks.py", *flags, "--json", tmp_path / "a.json")
+    assert first.returncode == 0, first.stderr[-3000:]
+    announced = (r"^will train: sa_rl_ref \(256 steps, ~\d+ s\), pa_ad_ref \(256 steps, ~\d+ s\) \(~\d+ s in all\); "
+                 r"cached: none$")
+    assert re.search(announced, first.stderr, re.M), first.stderr[-3000:]
+    assert first.stderr.count(": trained and cached ") == 2
+    assert sorted(f.split("-")[0] for f in os.listdir(path + ".attacks")) == ["pa_ad_ref", "sa_rl_ref"]
+    assert "| model | env | eps | natural | sa_rl_ref | pa_ad_ref | worst | robustness |" in first.stdout
+    second = run("eval_attacks.py", *flags, "--json", tmp_path / "b.json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "will train: none; cached: sa_rl_ref, pa_ad_ref" in second.stderr and second.stderr.count(": loaded ") == 2
+    a, b = (json.loads((tmp_path / f).read_text())["results"][0] for f in ("a.json", "b.json"))
+    assert list(a["attacks"]) == ["sa_rl_ref", "pa_ad_ref"] and a["worst"]["attack"] in a["attacks"]
+    assert all(len(a["attacks"][k]["returns"]) == 2 and a["attacks"][k]["returns"] == b["attacks"][k]["returns"]
+               for k in a["attacks"])
+
+
+def test_cli_ref_steps_must_be_positive():
+    proc = run("eval_attacks.py", "--model", ZOO_HOPPER, "--attacks", "ref", "--pa-ad-ref-steps", 0)
+    assert "--pa-ad-ref-steps must be positive" in one_line_error(proc)

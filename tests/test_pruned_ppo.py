@@ -125,3 +125,29 @@ def test_bad_pruning_flags_exit_2(tmp_path, flags, message):
     else:  # tyro refuses a choice outside the Literal with its own message and exit status 2
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.slow
+def test_eval_attacks_reports_the_certificate_of_a_pruned_checkpoint(tmp_path):
+    """eval_attacks.py's `certificate`: the actor's sparsity as its weights say (0 for --prune-method none), and MAD's
+    largest action change within the certified bound."""
+    reports = {}
+    for method in ("none", "magnitude"):
+        d = tmp_path / method
+        d.mkdir()
+        proc = run("pruned_ppo.py", *SMALL, "--prune-method", method, "--target-sparsity", 0.6, "--kappa", 0, "--eval-episodes", 0, cwd=d, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = glob.glob(str(d / "runs" / "*" / "pruned_ppo.safetensors"))
+        out = d / "eval.json"
+        ev = run("eval_attacks.py", "--model", path, "--attacks", "mad", "--episodes", 2, "--json", out, cwd=d, timeout=300)
+        assert ev.returncode == 0, ev.stderr[-3000:]
+        assert "certificate: Lipschitz surrogate" in ev.stdout
+        (result,) = json.load(open(out))["results"]
+        reports[method] = (path, result["certificate"])
+    path, cert = reports["magnitude"]
+    with safe_open(path, "pt") as f:
+        actor = [f.get_tensor(k) for k in f.keys() if k.startswith("actor/") and k.endswith(".weight")]
+    assert cert["sparsity"] == pytest.approx(sum((w == 0).sum().item() for w in actor) / sum(w.numel() for w in actor), abs=1e-12)
+    assert cert["sparsity"] > 0.4  # 60% of the hidden layers; the unpruned action head dilutes it
+    assert 0 < cert["empirical_max_deviation"] <= cert["action_deviation_bound"]
+    assert reports["none"][1]["sparsity"] == 0.0
