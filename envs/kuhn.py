@@ -244,21 +244,33 @@ def value_and_logit_grad(player, logits, opponent_policy):
     return v, grad * probs * (1.0 - probs)
 
 
-def attacked_value_and_grads(victim_player, victim_logits, adversary_logits, benign_opponent, eps_pi):
-    """The victim's value against mix(benign, sigmoid(adversary_logits), eps_pi), and the gradients of that value
-    (the victim's value, which the adversary descends: Algorithm 2, line 3) w.r.t. victim_logits and
-    adversary_logits. Returns (value, d value / d victim_logits, d value / d adversary_logits)."""
+def attacked_value_and_prob_grads(victim_player, victim_probs, adversary_probs, benign_opponent, eps_pi):
+    """The victim's value against mix(benign, adversary_probs, eps_pi), and the gradients of that value (the victim's
+    value, which the adversary descends: Algorithm 2, line 3) w.r.t. the victim's and the adversary's P(b) [..., 6]:
+    the direct parametrization of Algorithms 1-2, whose steps are projected back onto [0, 1]."""
     victim = _check_player(victim_player)
     eps_pi = _check_eps(eps_pi)
-    victim_probs, adversary_probs = sigmoid(victim_logits), sigmoid(adversary_logits)
+    victim_probs, adversary_probs = as_probs(victim, victim_probs), as_probs(3 - victim, adversary_probs)
     alpha = mix(as_probs(3 - victim, benign_opponent), adversary_probs, eps_pi)
     pair = (victim_probs, alpha) if victim == 1 else (alpha, victim_probs)
     v, grad = _payoff_and_grad(_stack(*pair))
     sign = 1.0 if victim == 1 else -1.0
     g_victim = sign * (grad[..., :6] if victim == 1 else grad[..., 6:])
     g_alpha = sign * (grad[..., 6:] if victim == 1 else grad[..., :6])
-    return (sign * v, g_victim * victim_probs * (1.0 - victim_probs),
-            eps_pi * g_alpha * adversary_probs * (1.0 - adversary_probs))
+    return sign * v, g_victim, eps_pi * g_alpha
+
+
+def attacked_value_and_grads(victim_player, victim_logits, adversary_logits, benign_opponent, eps_pi):
+    """As attacked_value_and_prob_grads, with P(b) = sigmoid(logits): the gradients w.r.t. victim_logits and
+    adversary_logits. Returns (value, d value / d victim_logits, d value / d adversary_logits)."""
+    victim_probs, adversary_probs = sigmoid(victim_logits), sigmoid(adversary_logits)
+    v, g_victim, g_adversary = attacked_value_and_prob_grads(victim_player, victim_probs, adversary_probs, benign_opponent, eps_pi)
+    return v, g_victim * victim_probs * (1.0 - victim_probs), g_adversary * adversary_probs * (1.0 - adversary_probs)
+
+
+def payoff(cards, history):
+    """Chips player 1 wins at the terminal `history` with `cards` (c1, c2): for sampling episodes."""
+    return _payoff_p1(cards, history)
 
 
 def _respond(responder, opponent_policy, benign, eps_pi):
