@@ -1,0 +1,87 @@
+"""two_timescale_adv.py, Kuhn setting: the defenses run and write their curves and policies; the min oracle reaches the
+most robust victim; the average iterate is the realization-weighted one; sampled gradients estimate the exact ones."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import one_line_error, run
+
+import two_timescale_adv as T
+from envs import kuhn
+
+FAST = ("--iterations", 200, "--log-every", 50)
+
+
+@pytest.mark.parametrize("defense", ["none", "single", "two_timescale", "min_oracle"])
+def test_each_defense_writes_curves_and_policies(tmp_path, defense):
+    proc = run("two_timescale_adv.py", "--defense", defense, "--eps-pi", 0.5, *FAST, "--save-policy", tmp_path / "p.json", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (metrics,) = glob.glob(str(tmp_path / "runs" / "kuhn__two_timescale_adv__1__*" / "metrics.json"))
+    m = json.load(open(metrics))
+    assert m["curves"]["iteration"] == [50, 100, 150, 200] and m["args"]["defense"] == defense
+    optimum, _ = kuhn.robust_optimum(2, kuhn.uniform_policy(), 0.5)
+    assert m["robust_optimum"] == pytest.approx(optimum, abs=1e-12)
+    assert all(g >= -1e-9 for g in m["curves"]["gap_last"] + m["curves"]["gap_avg"])  # nothing beats the most robust victim
+    player, policy = kuhn.load_policy(tmp_path / "p.json")
+    assert player == 2 and policy.shape == (6,)
+    # the curve's last point is the saved policy's exact gap
+    worst = kuhn.worst_case_value(2, policy, kuhn.uniform_policy(), 0.5)
+    assert m["curves"]["gap_last"][-1] == pytest.approx(optimum - worst, abs=1e-9)
+
+
+def test_min_oracle_reaches_the_most_robust_victim_and_beats_no_defense(tmp_path):
+    """Algorithm 1 at eps_pi = 1 (the robust optimum is player 2's game value, 1/18): after 1000 steps the victim is
+    within 0.005 of the most robust policy, while the victim trained without an attacker stays far from it."""
+    gaps = {}
+    for defense in ("min_oracle", "none"):
+        d = tmp_path / defense
+        d.mkdir()
+        proc = run("two_timescale_adv.py", "--defense", defense, "--eps-pi", 1.0, "--iterations", 1000, "--log-every", 500, cwd=d, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (metrics,) = glob.glob(str(d / "runs" / "*" / "metrics.json"))
+        m = json.load(open(metrics))
+        assert m["robust_optimum"] == pytest.approx(1 / 18, abs=1e-9)
+        gaps[defense] = m["curves"]["gap_last"][-1]
+    assert gaps["min_oracle"] < 0.005 and gaps["none"] > 0.1
+
+
+def test_average_iterate_plays_like_the_mixture_of_iterates():
+    """Values are linear in realization plans: the realization-weighted average policy's value against any opponent
+    is the mean of the iterates' values (a plain average of player 1's behaviour probabilities is not)."""
+    rng = np.random.default_rng(0)
+    iterates = rng.uniform(0, 1, (7, 6))
+    weights = np.array([T.reach_weights(1, p) for p in iterates])
+    avg = (weights * iterates).sum(0) / weights.sum(0)
+    for opponent in rng.uniform(0, 1, (5, 6)):
+        mean_value = np.mean([kuhn.value(1, p, opponent) for p in iterates])
+        assert kuhn.value(1, avg, opponent) == pytest.approx(mean_value, abs=1e-12)
+    assert abs(kuhn.value(1, iterates.mean(0), opponent) - mean_value) > 1e-4  # the naive average differs
+    assert np.all(T.reach_weights(2, iterates[0]) == 1.0)
+
+
+def test_sampled_gradients_estimate_the_exact_ones():
+    rng = np.random.default_rng(1)
+    victim_probs, adversary_probs, benign = rng.uniform(0.2, 0.8, 6), rng.uniform(0.2, 0.8, 6), kuhn.uniform_policy()
+    _, g_victim, g_adversary = kuhn.attacked_value_and_prob_grads(2, victim_probs, adversary_probs, benign, 0.5)
+    est = [T.sampled_grads(2, victim_probs, adversary_probs, benign, 0.5, 4000, rng) for _ in range(10)]
+    np.testing.assert_allclose(np.mean([e[0] for e in est], 0), g_victim, atol=0.03)
+    np.testing.assert_allclose(np.mean([e[1] for e in est], 0), g_adversary, atol=0.03)
+    assert np.abs(g_victim).max() > 0.1 and np.abs(g_adversary).max() > 0.05  # not trivially zero
+
+
+@pytest.mark.parametrize("flags,message", [(("--env-id", "Hopper-v4"), "kuhn setting only"), (("--eps-pi", 1.5), "--eps-pi"),
+                                           (("--num-seeds", 2, "--save-policy", "x.json"), "--save-policy"),
+                                           (("--timescale-ratio", 0), "--timescale-ratio"), (("--victim-player", 3), "--victim-player")])
+def test_bad_input_exit_2(tmp_path, flags, message):
+    assert message in one_line_error(run("two_timescale_adv.py", *FAST, *flags, cwd=tmp_path, timeout=60))
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_benign_policy_file_must_be_alphas(tmp_path):
+    kuhn.save_policy(tmp_path / "p2.json", 2, kuhn.uniform_policy())
+    assert "alpha is player 1" in one_line_error(run("two_timescale_adv.py", *FAST, "--benign-policy", tmp_path / "p2.json", cwd=tmp_path, timeout=60))
+    kuhn.save_policy(tmp_path / "p1.json", 1, np.full(6, 0.3))
+    proc = run("two_timescale_adv.py", *FAST, "--benign-policy", tmp_path / "p1.json", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
