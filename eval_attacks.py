@@ -32,7 +32,8 @@ import torch
 FAST = ["random", "critic", "mad", "rs"]
 ALL = ["random", "critic", "mad", "rs", "sa_rl", "pa_ad"]
 REF = ["sa_rl_ref", "pa_ad_ref"]  # the published protocols, opt-in: not stronger attacks, so not in `all`
-LEARNED = {"rs", "sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref"}
+ACTION = ["action_mix"]  # an adversarial policy taking over the actuators with probability --eps-pi: opt-in
+LEARNED = {"rs", "sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix"}
 SCHEMA = "robust-rl/eval/1"
 
 
@@ -41,8 +42,8 @@ class Args:
     model: tuple[str, ...]
     """checkpoint(s) to evaluate (.safetensors written by any robust-rl script)"""
     attacks: tuple[str, ...] = ("fast",)
-    """attacks to run: names among random critic mad rs sa_rl pa_ad sa_rl_ref pa_ad_ref, or `fast` (random critic mad
-    rs), `all` (the six without the _ref ones) or `ref` (sa_rl_ref pa_ad_ref: the published evaluation protocols)"""
+    """attacks to run: names among random critic mad rs sa_rl pa_ad sa_rl_ref pa_ad_ref action_mix, or `fast` (random critic
+    mad rs), `all` (the six), `ref` (sa_rl_ref pa_ad_ref: the published evaluation protocols); action_mix: --eps-pi"""
     epsilon: Optional[float] = None
     """l_inf budget in normalized-observation units (default: the env's, e.g. HalfCheetah 0.15, Hopper 0.075)"""
     epsilons: Optional[tuple[float, ...]] = None
@@ -69,6 +70,10 @@ class Args:
     """env steps to train sa_rl_ref (default: ATLA's budget for the env, 488 x 2048 = 999424; Ant 2441 x 2048)"""
     pa_ad_ref_steps: Optional[int] = None
     """env steps to train pa_ad_ref (default: PA-AD's budget for the env, 976 x 2048 = 1998848; Ant 4882 x 2048)"""
+    eps_pi: float = 0.3
+    """action_mix: the probability that the adversary's action is executed at a step (the attacker's share of control)"""
+    action_mix_steps: int = 1_000_000
+    """env steps to train the action_mix adversary (cached next to the victim)"""
     json: Optional[str] = None
     """write the results (schema robust-rl/eval/1) to this JSON file"""
     markdown: Optional[str] = None
@@ -101,7 +106,8 @@ def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on
 
     Episode k always starts from env.reset(seed=seed + k) and, if the attack draws noise, from its own
     torch.Generator seeded with seed + k: the returns do not depend on num_envs (batched == one by one).
-    `attack(x, gens)` maps normalized observations [B, obs_dim] to perturbed ones (no re-clip).
+    `attack(x, gens)` maps normalized observations [B, obs_dim] to perturbed ones (no re-clip); an action attack
+    (`attack.kind == "action"`, e.g. action_mix) instead maps the victim's actions: `attack.act(x, actions, gens)`.
     """
     num_envs = min(episodes, num_envs or episodes)
     envs = [gym.make(env_id) for _ in range(num_envs)]
@@ -130,10 +136,13 @@ def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on
         if not active:
             break
         x = torch.from_numpy(policy.obs_norm.normalize_np(obs[active]))
-        if attack is not None:
+        action_attack = getattr(attack, "kind", "observation") == "action"
+        if attack is not None and not action_attack:
             x = attack(x, [gens[i] for i in active])
         with torch.no_grad():
             act = policy.actor(x).numpy()
+        if action_attack:
+            act = attack.act(x, act, [gens[i] for i in active])
         act = np.clip(act, low, high)
         for j, i in enumerate(active):
             o, r, terminated, truncated, _ = envs[i].step(act[j])
@@ -177,6 +186,10 @@ def make_attack(name, policy, epsilon, args):
 
     if name == "sa_rl_ref":  # the official protocols: --attack-steps does not apply (pa_ad_ref takes one step)
         return [(name, SARLRefAttack(policy, epsilon))]
+    if name == "action_mix":  # its budget is --eps-pi, not the observation eps
+        from attacks.action_mix import ActionMixAttack
+
+        return [(name, ActionMixAttack(policy, args.eps_pi))]
     return [(name, PAADRefAttack(policy, epsilon))]
 
 
@@ -188,7 +201,7 @@ def fit_steps(name, args, env_id):
         return args.sa_rl_ref_steps if args.sa_rl_ref_steps is not None else sa_rl_ref.official_steps(env_id)
     if name == "pa_ad_ref":
         return args.pa_ad_ref_steps if args.pa_ad_ref_steps is not None else pa_ad_ref.official_steps(env_id)
-    return {"rs": args.rs_steps, "sa_rl": args.sa_rl_steps, "pa_ad": args.pa_ad_steps}[name]
+    return {"rs": args.rs_steps, "sa_rl": args.sa_rl_steps, "pa_ad": args.pa_ad_steps, "action_mix": args.action_mix_steps}[name]
 
 
 def attack_cache(model, name, attack, args):
@@ -227,7 +240,7 @@ def learned_attack(model, name, epsilon, args):
 # Cross-check the same day: a full 1M-step sa_rl fit on Hopper-v4 took 6.8 min (2450 steps/s; estimated ~8 min).
 # The reference attacks, later that day under heavier load (load average 3.8), 8k steps each: sa_rl_ref
 # 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same session); sa_rl_ref takes sa_rl's rate.
-FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000}
+FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
 
 
 def count(n):
@@ -373,6 +386,8 @@ def run_model(model, args, epsilon):
             result["certificate"]["empirical_max_deviation"] = max(attack.max for _, attack in candidates)
         best = min(range(len(runs)), key=lambda i: runs[i]["mean"])  # the strongest of a grid (robust Sarsa)
         result["attacks"][name] = runs[best]
+        if name == "action_mix":  # an action attack: its budget is the share of control, not the observation eps
+            result["attacks"][name]["eps_pi"] = args.eps_pi
         if len(runs) > 1:
             labels = [label for label, _ in candidates]
             means = [r["mean"] for r in runs]
@@ -391,8 +406,8 @@ def expand_attacks(names):
     out = []
     for n in names:
         for m in FAST if n == "fast" else ALL if n == "all" else REF if n == "ref" else [n]:
-            if m not in ALL + REF:
-                fail(f"unknown attack {m!r} (choose from {' '.join(ALL + REF)}, fast, all, ref)")
+            if m not in ALL + REF + ACTION:
+                fail(f"unknown attack {m!r} (choose from {' '.join(ALL + REF + ACTION)}, fast, all, ref)")
             if m not in out:
                 out.append(m)
     return out
@@ -464,8 +479,10 @@ def main(args):
     if args.episodes <= 0 or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
         fail("--episodes, --num-envs and --attack-steps must be positive")
     ref_steps = [n for n in (args.sa_rl_ref_steps, args.pa_ad_ref_steps) if n is not None]
-    if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps, *ref_steps) <= 0:
-        fail("--rs-steps, --sa-rl-steps, --pa-ad-steps, --sa-rl-ref-steps and --pa-ad-ref-steps must be positive")
+    if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps, args.action_mix_steps, *ref_steps) <= 0:
+        fail("--rs-steps, --sa-rl-steps, --pa-ad-steps, --action-mix-steps, --sa-rl-ref-steps and --pa-ad-ref-steps must be positive")
+    if not 0 <= args.eps_pi <= 1:
+        fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
     for e in ([args.epsilon] if args.epsilon is not None else []) + list(args.epsilons or []):
         if not 0 <= e < math.inf:
             fail(f"attack budget must be finite and >= 0, got {e}")

@@ -235,7 +235,9 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
     returns seen during training, "sps": env steps per second}.
 
     normalize(obs) -> x (the victim's frozen normalizer); victim_action(x, a) -> the victim's action [N, act_dim]
-    when the adversary plays a [N, k] at x (numpy, batched over the N envs; clipped to the bounds here).
+    when the adversary plays a [N, k] at x (numpy, batched over the N envs; clipped to the bounds here), or
+    (action, acted [N] bool) when the adversary's action reached the env only on some steps: its policy loss then
+    counts those steps alone (its critic all of them).
     progress: "bar" (or True), "lines" or False/None (see FitProgress).
     """
     envs = [gym.make(env_id) for _ in range(cfg.num_envs)]
@@ -256,6 +258,7 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
     actions = np.zeros((T, N, k), dtype=np.float32)
     rewards = np.zeros((T, N), dtype=np.float32)
     ends = np.zeros((T, N), dtype=np.float32)
+    acted, masked = np.ones((T, N), dtype=np.float32), False
     next_raw = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     ret_acc, ret_mean, ret_var, ret_count = np.zeros(N), 0.0, 1.0, 1e-4
     ep_return, episode_returns = np.zeros(N), []
@@ -276,7 +279,10 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
             obs[step] = x
             a = mean(x) + std * noise[step]
             actions[step] = a
-            act = np.clip(victim_action(x, a), low, high)
+            act = victim_action(x, a)
+            if isinstance(act, tuple):
+                (act, acted[step]), masked = act, True
+            act = np.clip(act, low, high)
             for i, env in enumerate(envs):
                 o, r, terminated, truncated, _ = env.step(act[i])
                 ep_return[i] += r
@@ -313,10 +319,12 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
         advantages = compute_gae(rewards, values, ends, next_value, cfg.gamma, cfg.gae_lambda)
         b_advantages = torch.from_numpy(advantages.reshape(-1))
         b_returns = b_advantages + b_values
+        b_acted = torch.from_numpy(acted.reshape(-1))
 
         for epoch in range(cfg.update_epochs):
             perm = torch.randperm(batch_size, generator=gen)
-            e_obs, e_actions, e_logprobs, e_adv, e_returns, e_values = (t[perm] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values))
+            e_obs, e_actions, e_logprobs, e_adv, e_returns, e_values, e_acted = (
+                t[perm] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, b_acted))
             for start in range(0, batch_size, minibatch_size):
                 mb = slice(start, start + minibatch_size)
                 newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[mb], e_actions[mb])
@@ -324,7 +332,8 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
                 mb_adv = e_adv[mb]
                 if cfg.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                pg = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef))
+                pg_loss = (pg * e_acted[mb]).sum() / e_acted[mb].sum().clamp(min=1.0) if masked else pg.mean()
                 if cfg.clip_vloss:
                     v_clipped = e_values[mb] + torch.clamp(newvalue - e_values[mb], -cfg.clip_coef, cfg.clip_coef)
                     v_loss = 0.5 * torch.max((newvalue - e_returns[mb]) ** 2, (v_clipped - e_returns[mb]) ** 2).mean()
