@@ -538,4 +538,7 @@ def main(args):
 if __name__ == "__main__":
     import tyro
 
+    from envs import quiet_warnings
+
+    quiet_warnings()
     main(tyro.cli(Args))

@@ -267,3 +267,13 @@ def test_cli_progress_lines_off_a_terminal(learned_cli):
     assert {what for what, _ in seen} == rs_phases | {"pa_ad"}  # sa_rl was cached: it does not train
     assert ("pa_ad", 100) in seen  # one PPO iteration: its only line is the last
     assert all(done == total for what, done, total, _, pct in progress if pct == "100")
+
+
+def test_cli_quiet_output(tmp_path, root):
+    """eval_attacks.py as a user sees it: MuJoCo's settotalmass deprecation never (nor MUJOCO_LOG.TXT), the -v4 notice
+    at most once, however many envs the evaluation creates."""
+    model = os.path.join(root, "zoo", "ppo_continuous__HalfCheetah-v4.safetensors")
+    proc = run("eval_attacks.py", "--model", model, "--attacks", "random", "--episodes", 2, cwd=tmp_path, timeout=120, python_warnings=None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "settotalmass" not in proc.stderr and not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert proc.stderr.count("is out of date") <= 1, proc.stderr
