@@ -1,5 +1,7 @@
-"""two_timescale_adv.py, Kuhn setting: the defenses run and write their curves and policies; the min oracle reaches the
-most robust victim; the average iterate is the realization-weighted one; sampled gradients estimate the exact ones."""
+"""two_timescale_adv.py. Kuhn: the defenses run and write their curves and policies; the min oracle reaches the most
+robust victim; the average iterate is the realization-weighted one; sampled gradients estimate the exact ones.
+MuJoCo (PR-MDP): the attacker takes over eps_pi of the steps, learns only from them, is saved under adversary/, and
+the victim's checkpoint evaluates like any other."""
 import glob
 import json
 import os
@@ -71,7 +73,7 @@ def test_sampled_gradients_estimate_the_exact_ones():
     assert np.abs(g_victim).max() > 0.1 and np.abs(g_adversary).max() > 0.05  # not trivially zero
 
 
-@pytest.mark.parametrize("flags,message", [(("--env-id", "Hopper-v4"), "kuhn setting only"), (("--eps-pi", 1.5), "--eps-pi"),
+@pytest.mark.parametrize("flags,message", [(("--env-id", "sumo-puck"), "sumo arena"), (("--eps-pi", 1.5), "--eps-pi"),
                                            (("--num-seeds", 2, "--save-policy", "x.json"), "--save-policy"),
                                            (("--timescale-ratio", 0), "--timescale-ratio"), (("--victim-player", 3), "--victim-player")])
 def test_bad_input_exit_2(tmp_path, flags, message):
@@ -85,3 +87,45 @@ def test_benign_policy_file_must_be_alphas(tmp_path):
     kuhn.save_policy(tmp_path / "p1.json", 1, np.full(6, 0.3))
     proc = run("two_timescale_adv.py", *FAST, "--benign-policy", tmp_path / "p1.json", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+PRMDP = ("--env-id", "Hopper-v4", "--total-timesteps", 1024, "--num-steps", 256, "--num-minibatches", 4, "--update-epochs", 2, "--eval-episodes", 0,
+         "--progress", "False")
+
+
+@pytest.mark.slow
+def test_prmdp_attacker_acts_eps_pi_of_the_steps_and_is_saved(tmp_path):
+    from safetensors import safe_open
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from attacks.checkpoint import load_checkpoint
+
+    proc = run("two_timescale_adv.py", *PRMDP, "--defense", "two_timescale", "--eps-pi", 0.3, "--num-seeds", 2, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paths = sorted(glob.glob(str(tmp_path / "runs" / "Hopper-v4__two_timescale_adv__*" / "two_timescale_adv.safetensors")))
+    assert len(paths) == 2
+    policy, meta = load_checkpoint(paths[0], env_id="Hopper-v4")  # the victim reads as any checkpoint
+    assert meta["args"]["eps_pi"] == 0.3 and meta["args"]["attacker_lr"] == pytest.approx(10 * meta["args"]["learning_rate"])
+    with safe_open(paths[0], "pt") as f:
+        keys = set(f.keys())
+    assert {"adversary/actor.layers.0.weight", "adversary/actor.log_std", "adversary/critic.layers.2.weight"} <= keys
+    acc = EventAccumulator(glob.glob(os.path.join(os.path.dirname(paths[0]), "events.out.tfevents.*"))[0])
+    acc.Reload()
+    shares = [e.value for e in acc.Scalars("adversary/share")]  # 4 iterations x 256 steps: binomial(256, 0.3) each
+    assert len(shares) == 4 and all(0.2 < v < 0.4 for v in shares)
+    assert all(np.isfinite(e.value) and e.value > 0 for e in acc.Scalars("adversary/victim_grad_norm"))
+
+
+@pytest.mark.slow
+def test_prmdp_without_attacker_has_no_adversary(tmp_path):
+    proc = run("two_timescale_adv.py", *PRMDP, "--defense", "none", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "two_timescale_adv.safetensors"))
+    with safe_open(path, "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("adversary/")]
+
+
+def test_prmdp_refuses_the_min_oracle(tmp_path):
+    assert "best-response oracle" in one_line_error(run("two_timescale_adv.py", *PRMDP, "--defense", "min_oracle", cwd=tmp_path, timeout=60))
