@@ -10,7 +10,8 @@ and maximizes its worst case over the adversarial part. Defenses (--defense), on
     single         attacker and victim take simultaneous gradient steps at the same learning rate
     two_timescale  Algorithm 2: the attacker steps at --timescale-ratio times the victim's learning rate
     min_oracle     Algorithm 1: the attacker is the exact best response to the current victim (a game-tree search)
-with victim lr = --attacker-lr / --timescale-ratio for every defense (single: the attacker at that lr too).
+Kuhn: victim lr = --attacker-lr / --timescale-ratio for every defense (single: the attacker at that lr too); MuJoCo:
+the victim keeps the per-env PPO learning rates and the attacker's are --timescale-ratio times those (single: equal).
 
 Setting (--env-id):
     kuhn   Kuhn poker, exact (envs/kuhn.py): tabular policies P(bet or call) per information state, the victim
