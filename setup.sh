@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "error: robust-rl needs Python >= 3.11 (the lock's versions need it); '$PY' is $("$PY" --version 2>&1 || echo missing): set PYTHON=python3.11 (or newer)" >&2
+  found=$("$PY" --version 2>/dev/null) || found="not found"
+  echo "error: robust-rl needs Python >= 3.11 (the lock's versions need it); '$PY' is $found: set PYTHON=python3.11 (or newer)" >&2
   exit 2
 fi
 if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
