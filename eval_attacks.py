@@ -12,6 +12,8 @@ vectorized across --num-envs environments and every attack is batched over them.
 and the reference sa_rl_ref, pa_ad_ref) are trained once per checkpoint, eps, budget and --attack-seed and cached in
 <checkpoint>.attacks/. `--attacks ref` runs sa_rl_ref and pa_ad_ref, opt-in reproductions of the published SA-RL
 (ATLA) and PA-AD evaluation protocols, to compare with published tables (docs/protocol.md); `all` is the six.
+`--attacks action_mix --eps-pi P` is an action attack: an adversarial policy whose action is executed on a share P of
+the steps (the partial-control attack of arXiv 2305.17342).
 """
 import datetime
 import glob
@@ -55,7 +57,7 @@ class Args:
     seed: int = 0
     """evaluation seed: episode k starts from env.reset(seed=seed + k) (learned attacks use --attack-seed)"""
     attack_seed: int = 0
-    """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref) and part of their cache key"""
+    """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref, action_mix) and part of their cache key"""
     env_id: Optional[str] = None
     """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10
@@ -239,7 +241,8 @@ def learned_attack(model, name, epsilon, args):
 # rs 1770 / 2180 (3 x 20k steps), sa_rl 2180 / 3390, pa_ad 1570 / 2510 (16k steps each); the slower env's, rounded.
 # Cross-check the same day: a full 1M-step sa_rl fit on Hopper-v4 took 6.8 min (2450 steps/s; estimated ~8 min).
 # The reference attacks, later that day under heavier load (load average 3.8), 8k steps each: sa_rl_ref
-# 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same session); sa_rl_ref takes sa_rl's rate.
+# 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same run); sa_rl_ref and action_mix (the same
+# PPO learner, not timed on its own) take sa_rl's rate.
 FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
 
 
