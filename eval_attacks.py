@@ -350,6 +350,26 @@ def open_model(path, args):
     return Model(path, policy, meta, env_id, policy_hash(policy), epsilons)
 
 
+def wandb_labels(meta):
+    """The W&B group and tags its training script gave the checkpoint's run (`wandb_labels` in each script), from
+    the flags the checkpoint records, so that a report shows a configuration's evaluations beside its training."""
+    a, script = meta.get("args", {}), (meta.get("script") or "").removesuffix(".py")
+    env, exp = meta.get("env_id"), a.get("exp_name", script)
+    group, tags = f"{env}__{exp}", [exp, env]
+    if script in ("sappo", "arppo", "barppo", "pruned_ppo"):
+        group += f"__kappa{a.get('kappa')}"
+        tags += [f"kappa={a.get('kappa')}", f"eps={a.get('epsilon')}"]
+    if script in ("arppo", "barppo") and not a.get("guidance", True):
+        group, tags = group + "__nog", tags + ["no-guidance"]
+    if script == "pruned_ppo":
+        group += f"__{a.get('prune_method')}{a.get('target_sparsity')}"
+        tags += [f"prune={a.get('prune_method')}", f"sparsity={a.get('target_sparsity')}"]
+    if script == "two_timescale_adv":
+        group += f"__{a.get('defense')}__eps_pi{a.get('eps_pi')}"
+        tags += [f"defense={a.get('defense')}", f"eps_pi={a.get('eps_pi')}"]
+    return a.get("wandb_group") or group, tags
+
+
 def run_model(model, args, epsilon):
     """Evaluate one checkpoint: natural + every attack at one eps. Returns the result dict."""
     from tqdm import tqdm
@@ -530,11 +550,18 @@ def main(args):
     if args.track:
         import wandb
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), job_type="eval")
-        for r in results:
-            wandb.log({"eval/natural_return": r["natural"]["mean"], **{f"eval/{n}_return": a["mean"] for n, a in r["attacks"].items()},
-                       "eval/epsilon": r["epsilon"]})
-        wandb.finish()
+        metas = {m.path: m.meta for m in models}
+        for r in results:  # one run per checkpoint (and eps), in its training run's group
+            group, tags = wandb_labels(metas[r["model"]])
+            run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), job_type="eval",
+                             group=group, tags=tags + ["eval"], name=f"eval__{os.path.basename(r['model']).removesuffix('.safetensors')}__eps{r['epsilon']:g}",
+                             reinit="create_new")
+            metrics = {"eval/natural_return": r["natural"]["mean"], **{f"eval/{n}_return": a["mean"] for n, a in r["attacks"].items()},
+                       "eval/epsilon": r["epsilon"]}
+            if "worst" in r:
+                metrics.update({"eval/worst_return": r["worst"]["mean"], "eval/robustness": r["robustness"]})
+            run.log(metrics)
+            run.finish()
     return out
 
 

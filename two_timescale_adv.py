@@ -88,6 +88,8 @@ class Args:
     """the wandb's project name"""
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
+    wandb_group: Optional[str] = None
+    """the W&B group of the run's seeds (default: env, script and the method's settings; tags say the same)"""
     save_model: bool = True
     """whether to save the model (one .safetensors file) into the `runs/{run_name}` folder"""
     save_every: int = 10
@@ -494,7 +496,7 @@ os.umask(UMASK)
 # come from xpos/xipos of the previous step); mj_getState does not hold them, so a resumed env would differ without them
 MJ_DERIVED = ("xpos", "xipos", "xquat", "cinert", "cvel", "cfrc_ext", "qfrc_actuator", "subtree_com")
 # flags that do not change a run's arithmetic: --resume takes them from the new command line, all others from the run
-RUNTIME_FLAGS = ("save_model", "save_every", "eval_episodes", "progress", "track", "wandb_project_name", "wandb_entity")
+RUNTIME_FLAGS = ("save_model", "save_every", "eval_episodes", "progress", "track", "wandb_project_name", "wandb_entity", "wandb_group")
 
 
 def training_state(n, loop, optimizer, generator, rng, envs, group):
@@ -608,6 +610,11 @@ def load_resume(cli):
     return args, dict(seeds=seeds, paths=paths)
 
 
+def wandb_labels(args):
+    """W&B group and tags: a report groups the seeds of one configuration and compares configurations by tag."""
+    return args.wandb_group or f"{args.env_id}__{args.exp_name}__{args.defense}__eps_pi{args.eps_pi}", [args.exp_name, args.env_id, f"defense={args.defense}", f"eps_pi={args.eps_pi}"]
+
+
 class Interrupt:
     """SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) inside the training loop set `signum`: the loop finishes its
     iteration, saves and exits 128 + signum. A second signal, or one outside the loop, exits at once with one line
@@ -697,7 +704,8 @@ def train_kuhn(args):
         if args.track:
             import wandb
 
-            wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=run_args,
+            group, tags = wandb_labels(args)
+            wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=run_args, group=group, tags=tags,
                                    name=os.path.basename(run_dir), save_code=True, reinit="create_new")
         from torch.utils.tensorboard import SummaryWriter
 
@@ -814,10 +822,13 @@ if __name__ == "__main__":
     if args.track:
         import wandb
 
+        group, tags = wandb_labels(args)
         for n in range(args.num_seeds):  # one W&B run per seed, as from single-seed runs
             wandb_runs[n] = wandb.init(
                 project=args.wandb_project_name,
                 entity=args.wandb_entity,
+                group=group,
+                tags=tags,
                 config=vars(seed_args[n]),
                 name=run_names[n],
                 monitor_gym=False,

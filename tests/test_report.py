@@ -1,0 +1,56 @@
+"""benchmark/report.py: the paper's agent selection, the IQM intervals, and the generated sections being current."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+import report  # noqa: E402
+
+
+def fake(seed, natural, **attacks):
+    return {"model": f"x/barppo__kappa0.3__Hopper-v4__{seed}.safetensors", "natural": {"mean": natural},
+            "attacks": {k: {"mean": v} for k, v in attacks.items()}}
+
+
+def test_selection_is_the_median_of_natural_plus_worst():
+    results = [
+        fake(1, 3000, random=2900, critic=2800, mad=100, rs=2000),  # (3000 + 100) / 2 = 1550
+        fake(2, 2000, random=1900, critic=1800, mad=1700, rs=1600),  # 1800
+        fake(3, 3600, random=3500, critic=3400, mad=3300, rs=1000),  # 2300
+        fake(4, 3400, random=3300, critic=3200, mad=3100, rs=3000),  # 3200
+        fake(5, 1000, random=900, critic=800, mad=700, rs=600),  # 800
+    ]
+    idx, scores = report.select_median(results)
+    assert scores == [1550, 1800, 2300, 3200, 800]
+    assert idx == 1  # median score 1800: seed 2, although seed 3 has the median natural return
+    assert report.seed_of(results[idx]["model"]) == 2
+    # the worst counts only the four fast attacks, even when a learned attack is lower
+    results[1]["attacks"]["sa_rl"] = {"mean": -500}
+    assert report.score(results[1]) == (2000, 1600, "rs")
+    assert report.score(results[1], report.SIX) == (2000, -500, "sa_rl")
+
+
+def test_even_count_takes_the_lower_middle():
+    results = [fake(s, 1000 * s, random=1000 * s, critic=1000 * s, mad=1000 * s, rs=1000 * s) for s in (1, 2, 3, 4)]
+    assert report.select_median(results)[0] == 1
+
+
+def test_iqm_interval():
+    values = [10.0, 200.0, 210.0, 220.0, 5000.0]
+    point, lo, hi = report.iqm_ci(values, reps=2000)
+    assert point == pytest.approx(stats.trim_mean(values, 0.25))  # the middle three: 210
+    assert lo <= point <= hi
+    assert lo >= min(values) and hi <= max(values)
+    assert report.iqm_ci(values, reps=2000) == (point, lo, hi)  # seeded: the tables are reproducible
+    assert np.isclose(report.iqm_ci([5.0] * 5, reps=500)[1], 5.0)
+
+
+def test_generated_sections_are_current():
+    """RESULTS.md and README.md hold exactly what the committed JSONs give (run benchmark/report.py after new results)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "report.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
