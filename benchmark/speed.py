@@ -10,7 +10,9 @@ load hits all of them alike.
 SPS is read from each run's last `SPS` figure (steps / wall-clock since the start of training; both our scripts
 and CleanRL's print it; with --num-seeds N it counts every seed's steps, so SPS(N) / SPS(1) is the per-seed speed-up at
 the same steps per seed). Our scripts run from a temporary folder with --no-save-model --eval-episodes 0. The peak
-resident memory of each run is read from the kernel (wait4).
+resident memory and the CPU time (user + system) of each run are read from the kernel (wait4): on a loaded
+machine the CPU-time ratio of two single-threaded commands is a steadier cost ratio than their SPS ratio (it also
+counts the seconds of start-up, which SPS leaves out).
 """
 import os
 import re
@@ -62,7 +64,7 @@ def main(args):
         name, _, cmd = item.partition("=")
         commands[name] = shlex.split(cmd)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
-    results, memory = {name: [] for name in commands}, {name: [] for name in commands}
+    results, memory, cpu = {name: [] for name in commands}, {name: [] for name in commands}, {name: [] for name in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, cmd in commands.items():
@@ -78,18 +80,20 @@ def main(args):
                     sys.exit(f"error: {name} failed (exit {proc.returncode}): {output.strip().splitlines()[-1:]}")
                 results[name].append(sps)
                 memory[name].append(round(usage.ru_maxrss / 1024))  # KiB on Linux
-                print(f"run {rep + 1} {name}: {sps} SPS, peak memory {memory[name][-1]} MiB", flush=True)
+                cpu[name].append(round(usage.ru_utime + usage.ru_stime, 2))
+                print(f"run {rep + 1} {name}: {sps} SPS, {cpu[name][-1]} CPU s, peak memory {memory[name][-1]} MiB", flush=True)
     base_name = next(iter(commands))
-    base = statistics.median(results[base_name])
-    print(f"\n{'command':40s} {'median SPS':>10s} {'runs':>24s} {'vs ' + base_name:>24s} {'peak MiB':>9s}")
+    base, base_cpu = statistics.median(results[base_name]), statistics.median(cpu[base_name])
+    print(f"\n{'command':40s} {'median SPS':>10s} {'runs':>24s} {'vs ' + base_name:>24s} {'peak MiB':>9s} {'CPU s':>8s}")
     for name, values in results.items():
-        med = statistics.median(values)
-        print(f"{name:40s} {med:10.0f} {str(values):>24s} {med / base:23.2f}x {max(memory[name]):9d}  (wall-clock ratio {base / med:.2f})")
+        med, med_cpu = statistics.median(values), statistics.median(cpu[name])
+        print(f"{name:40s} {med:10.0f} {str(values):>24s} {med / base:23.2f}x {max(memory[name]):9d} {med_cpu:8.1f}  "
+              f"(wall-clock ratio {base / med:.2f}, CPU-time ratio {med_cpu / base_cpu:.2f})")
     if args.json:
         import json
 
         with open(args.json, "w") as f:
-            json.dump(dict(env_id=args.env_id, steps=args.steps, results=results, peak_memory_mib=memory), f, indent=1)
+            json.dump(dict(env_id=args.env_id, steps=args.steps, results=results, peak_memory_mib=memory, cpu_seconds=cpu), f, indent=1)
 
 
 if __name__ == "__main__":
