@@ -56,6 +56,8 @@ class Cell:
     """JSON (relative to benchmark/results) with the fast attacks on every seed; None: a single agent"""
     full: Optional[str] = None
     """JSON with the selected agent's full evaluation"""
+    curves: Optional[str] = None
+    """JSON of the seeds' learning curves (benchmark/curves.py)"""
     note: str = ""
 
 
@@ -65,11 +67,13 @@ CELLS = [
     Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("HalfCheetah-v4", "ARPO", full="grid/arppo__nog__HalfCheetah-v4__3.json", note=ARPO_NOTE),
-    Cell("HalfCheetah-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__HalfCheetah-v4.json", full="full/barppo__kappa0.3__HalfCheetah-v4.json"),
+    Cell("HalfCheetah-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__HalfCheetah-v4.json", full="full/barppo__kappa0.3__HalfCheetah-v4.json",
+         curves="curves/barppo__kappa0.3__HalfCheetah-v4.json"),
     Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("Hopper-v4", "ARPO", full="grid/arppo__nog__Hopper-v4__1.json", note=ARPO_NOTE),
-    Cell("Hopper-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__Hopper-v4.json", full="full/barppo__kappa0.3__Hopper-v4.json"),
+    Cell("Hopper-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__Hopper-v4.json", full="full/barppo__kappa0.3__Hopper-v4.json",
+         curves="curves/barppo__kappa0.3__Hopper-v4.json"),
 ]
 
 
@@ -147,8 +151,11 @@ def provenance(doc):
 
 def build(args):
     """(RESULTS summary markdown, README table markdown, plot data)."""
-    rows, sel_tables, iqm_rows, sources, plot_data = [], [], [], [], {}
+    rows, sel_tables, iqm_rows, sources, plot_data, curve_data = [], [], [], [], {}, {}
     for cell in CELLS:
+        curves = load(cell.curves)
+        if curves is not None:
+            curve_data.setdefault(cell.env, []).append((cell.method, curves))
         sel, full = load(cell.select), load(cell.full)
         if sel is None and full is None:
             continue
@@ -218,11 +225,15 @@ def build(args):
     if plot_data:
         summary += ["", "Plots: " + ", ".join(f"`benchmark/results/report/natural_vs_worst__{env}.png`" for env in plot_data)
                     + " (each seed's natural return vs its worst of the four fast attacks; the kept agent ringed)."]
+    if curve_data:
+        summary += ["", "Learning curves: " + ", ".join(f"`benchmark/results/report/learning_curves__{env}.png`" for env in curve_data)
+                    + " (training episodic return, mean over seeds with the min-max band; from `benchmark/curves.py` extracts"
+                    " of the runs' TensorBoard events: " + ", ".join(f"`benchmark/results/{c.curves}`" for c in CELLS if load(c.curves)) + ")."]
     readme = ["| env | method | natural | worst (attack) | paper natural / worst |", "|---|---|---|---|---|"]
     for row in rows:
         c = [x.strip() for x in row.strip("|").split("|")]
         readme.append(f"| {c[0]} | {c[1]} | {c[4]} | {c[11]} | {c[15]} |")
-    return "\n".join(summary), "\n".join(readme), plot_data
+    return "\n".join(summary), "\n".join(readme), (plot_data, curve_data)
 
 
 def splice(text, block, path):
@@ -233,7 +244,19 @@ def splice(text, block, path):
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
-def plot(plot_data):
+def mean_band(runs, tag, grid):
+    """Mean, min and max over runs of one tag's curve, each run interpolated onto `grid` (steps it covers)."""
+    ys = []
+    for r in runs:
+        c = r["curves"].get(tag)
+        if c and c["steps"]:
+            ys.append(np.interp(grid, c["steps"], c["values"], left=np.nan, right=np.nan))
+    ys = np.array(ys)
+    return np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+
+
+def plot(data):
+    plot_data, curve_data = data
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,6 +275,21 @@ def plot(plot_data):
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"natural_vs_worst__{env}.png"), dpi=120)
+        plt.close(fig)
+    for env, cells in curve_data.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, curves in cells:
+            spans = [r["curves"]["charts/episodic_return"]["steps"] for r in curves["runs"] if "charts/episodic_return" in r["curves"]]
+            grid = np.linspace(max(s[0] for s in spans), min(s[-1] for s in spans), 200)  # where every seed has a point
+            mean, lo, hi = mean_band(curves["runs"], "charts/episodic_return", grid)
+            line = ax.plot(grid, mean, label=f"{method} ({len(curves['runs'])} seeds)")[0]
+            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("training episodic return")
+        ax.set_title(env)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"learning_curves__{env}.png"), dpi=120)
         plt.close(fig)
 
 
@@ -274,7 +312,7 @@ def main(args):
             sys.exit(1)
         print("RESULTS.md and README.md are up to date")
         return
-    if args.plots and plot_data:
+    if args.plots and (plot_data[0] or plot_data[1]):
         plot(plot_data)
     print(f"wrote the generated sections of {', '.join(stale) or 'nothing (up to date)'}")
 

@@ -54,3 +54,25 @@ def test_generated_sections_are_current():
     """RESULTS.md and README.md hold exactly what the committed JSONs give (run benchmark/report.py after new results)."""
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "report.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_curves_extract_thins_by_block_means(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "Hopper-v4__barppo__7__123_abc"
+    w = SummaryWriter(str(run))
+    for step in range(10):
+        w.add_scalar("charts/episodic_return", float(step), step * 100)
+    w.close()
+    out = tmp_path / "c.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "curves.py"), "--runs", str(run), "--out", str(out), "--points", "5"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = __import__("json").loads(out.read_text())
+    (r,) = doc["runs"]
+    assert r["seed"] == 7  # no checkpoint: the seed from the folder name
+    c = r["curves"]["charts/episodic_return"]
+    assert c["steps"] == [100, 300, 500, 700, 900] and c["values"] == [0.5, 2.5, 4.5, 6.5, 8.5]
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "curves.py"), "--runs", str(tmp_path / "nope"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
