@@ -1,32 +1,51 @@
-"""Run a grid of training runs (script x env x seed) through a local process pool, one process per core, and
-pick each (script, env) median-seed checkpoint for the zoo.
+"""Run a grid of training runs (script x env x seed), on this machine (a process pool, one process per core) or on an
+existing Ray cluster, and pick each (script, env) median-seed checkpoint for the zoo.
 
     python benchmark/launch.py --scripts ppo_continuous.py --envs HalfCheetah-v4 Hopper-v4 Walker2d-v4 --seeds 1 2 3
     python benchmark/launch.py --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 --extra="--kappa 0.3" --jobs 2
     python benchmark/launch.py --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 4 5 --seeds-per-process 5
+    python benchmark/launch.py --engine ray --address 10.0.0.1:6379 --envs Hopper-v4 Walker2d-v4 --seeds 1 2 3 4 5
     python benchmark/launch.py --zoo --scripts ppo_continuous.py --envs HalfCheetah-v4    # copy the median seed to zoo/
 
 Each process trains --seeds-per-process consecutive seeds of one (script, env) side by side (`--num-seeds`; default 1:
 one process per seed) and writes `benchmark/logs/{script}__{env}__{seed}{tag}.log` (one seed) or
 `..._{first}-{last}{tag}.log` (several), and one run folder per seed under `runs/`; each seed's final deterministic
-evaluation (`--eval-episodes 50`) is parsed from the log. More than one machine: hand the same
-commands (`--dry-run` prints them) to an existing cluster engine; this launcher does not schedule across hosts.
+evaluation (`--eval-episodes 50`) is parsed from the log.
+
+--engine ray (the optional extra: pip install -e '.[cluster]'; docs/cluster.md): Ray is the scheduler. Each process is
+one Ray task (num_cpus=1) that runs the command in a temporary folder on its node with the node's copy of this
+repository (shipped as the job's runtime_env working_dir: no shared filesystem), and returns the run folders and the log
+to this driver, which writes them where a local run would have (runs/, benchmark/logs/). runs/launch_manifest.json
+records each process's command, status, node and attempts: re-running the same launch skips the finished ones. A run
+whose worker or node dies, or whose process is killed by a signal, is re-run (--retries); a run that still fails, or
+exits non-zero, is reported and the launch exits with status 1.
 """
 import glob
+import io
+import json
 import os
 import re
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOGS = os.path.join(ROOT, "benchmark", "logs")
+MANIFEST = "launch_manifest.json"  # in runs/
+# what a Ray node does not need of the repository (runs/, wandb/ and .venv are also in .gitignore, which Ray honours)
+SHIP_EXCLUDES = [".git", ".venv", "runs", "wandb", "zoo", "benchmark/checkpoints", "benchmark/logs", "benchmark/results", "tests",
+                 "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "MUJOCO_LOG.TXT"]
 
 
 @dataclass
@@ -42,19 +61,27 @@ class Args:
     tag: str = ""
     """suffix for log names (e.g. __nog for --no-guidance)"""
     jobs: int = 2
-    """concurrent processes (one per core)"""
+    """--engine local: concurrent processes (one per core)"""
     seeds_per_process: int = 1
     """consecutive seeds of one (script, env) trained together in one process (--num-seeds): the cheap way to many seeds"""
     dry_run: bool = False
     """print the commands only"""
     zoo: bool = False
     """do not train: copy each (script, env) median-seed checkpoint to zoo/{script}{tag}__{env}.safetensors"""
+    engine: Literal["local", "ray"] = "local"
+    """local: a process pool on this machine (--jobs); ray: one Ray task per process on an existing Ray cluster (--address)"""
+    address: str | None = None
+    """--engine ray: the cluster's head node, HOST:PORT (what `ray start --head` prints)"""
+    retries: int = 2
+    """--engine ray: times a process is re-run after its worker or node died or it was killed by a signal"""
+    out_dir: str | None = None
+    """where runs/ and benchmark/logs/ go (default: this repository); the local engine runs its processes there"""
 
 
-def log_path(script, env, seeds, tag):
+def log_path(script, env, seeds, tag, logs=None):
     """The log of one process training `seeds` (consecutive) of (script, env)."""
     name = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-    return os.path.join(LOGS, f"{script[:-3]}__{env}__{name}{tag}.log")
+    return os.path.join(logs or LOGS, f"{script[:-3]}__{env}__{name}{tag}.log")
 
 
 def chunks(seeds, size):
@@ -68,37 +95,190 @@ def chunks(seeds, size):
     return out
 
 
-def find_log(script, env, seed, tag):
+def find_log(script, env, seed, tag, logs=None):
     """(the log of the process that trained seed, the prefix of that seed's lines in it), or (None, None). A
     several-seed log prefixes each seed's lines with `seed K: `."""
-    for log in glob.glob(os.path.join(LOGS, f"{script[:-3]}__{env}__*{tag}.log")):
+    for log in glob.glob(os.path.join(logs or LOGS, f"{script[:-3]}__{env}__*{tag}.log")):
         m = re.fullmatch(rf"{re.escape(script[:-3])}__{re.escape(env)}__(\d+)(?:-(\d+))?{re.escape(tag)}\.log", os.path.basename(log))
         if m and int(m.group(1)) <= seed <= int(m.group(2) or m.group(1)):
             return log, (f"seed {seed}: " if m.group(2) else "")
     return None, None
 
 
-def parse(script, env, seed, tag):
-    """(natural return of seed's final evaluation, its checkpoint path) from the log that trained it, or (None, None)."""
-    log, prefix = find_log(script, env, seed, tag)
+def parse(script, env, seed, tag, logs=None, root=None):
+    """(natural return of seed's final evaluation, its checkpoint path) from the log that trained it, or (None, None).
+    The checkpoint path in the log is relative to `root`, where the process ran (default: the repository)."""
+    log, prefix = find_log(script, env, seed, tag, logs)
     text = open(log).read() if log else ""
     ret = re.search(rf"^{re.escape(prefix or '')}eval: natural return (\S+)", text, re.M)
     ckpt = re.search(rf"^{re.escape(prefix or '')}model saved to (\S+)", text, re.M)
-    return (float(ret.group(1)) if ret else None), (os.path.join(ROOT, ckpt.group(1)) if ckpt else None)
+    return (float(ret.group(1)) if ret else None), (os.path.join(root or ROOT, ckpt.group(1)) if ckpt else None)
+
+
+def flags(env, seeds, extra):
+    """The command line of one process after the interpreter and the script."""
+    return ["--env-id", env, "--seed", str(seeds[0]), "--num-seeds", str(len(seeds)), "--eval-episodes", "50", *shlex.split(extra)]
+
+
+# ---- the Ray engine ---------------------------------------------------------------------------------------------------
+
+# `python -c DIE_WITH_PARENT PARENT_PID SCRIPT ARGS` runs SCRIPT ARGS so that it dies with its parent, the Ray worker
+# (PR_SET_PDEATHSIG, Linux): a run whose worker is killed never keeps training beside its re-run. (Ray 2.60 kills such
+# a process too, but its documentation promises that for a crashed worker only with the opt-in raylet subreaper.)
+DIE_WITH_PARENT = """import ctypes, os, sys
+if sys.platform == "linux":
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(137)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def run_on_node(script, argv):
+    """One Ray task (it runs in a Ray worker): run `script argv` in a temporary folder on this node with the node's copy
+    of the repository (the job's working_dir, which Ray makes the worker's cwd), and return what the run wrote (runs/,
+    wandb/) as an in-memory tar.gz, its log, its exit status and where it ran. A run killed by a signal raises, so
+    that Ray re-runs it (retry_exceptions)."""
+    import ray
+
+    code = os.getcwd()
+    ctx = ray.get_runtime_context()
+    try:  # which attempt Ray is making (0 first): the core worker knows it, the public runtime context does not say
+        attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
+    except Exception:
+        attempt = None
+    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "attempt": attempt}
+    cmd = [sys.executable, os.path.join(code, script), *argv]
+    start = time.time()
+    # in the node's Ray temp dir: the folder of an attempt whose worker was killed stays there, not in /tmp
+    with tempfile.TemporaryDirectory(prefix="robust-rl-run-", dir=ctx.get_temp_dir()) as tmp:
+        with open(os.path.join(tmp, "run.log"), "w+b") as log:
+            pythonpath = os.environ.get("PYTHONPATH")
+            env = dict(os.environ, PYTHONPATH=code + (os.pathsep + pythonpath if pythonpath else ""))
+            proc = subprocess.run([sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *cmd[1:]], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.seek(0)
+            text = log.read().decode(errors="replace")
+        if proc.returncode < 0:
+            tail = "\n".join(text.splitlines()[-5:])
+            raise RuntimeError(f"{shlex.join([script, *argv])} was killed by signal {-proc.returncode} on {where['hostname']}:\n{tail}")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name in ("runs", "wandb"):
+                if os.path.isdir(os.path.join(tmp, name)):
+                    tar.add(os.path.join(tmp, name), arcname=name)
+        run_dirs = sorted(os.listdir(os.path.join(tmp, "runs"))) if os.path.isdir(os.path.join(tmp, "runs")) else []
+    return dict(where, cmd=cmd, exit=proc.returncode, log=text, files=buf.getvalue(), run_dirs=run_dirs, seconds=round(time.time() - start, 1))
+
+
+def unpack(files, out):
+    """Write a task's tar.gz (runs/..., wandb/...) under `out`, refusing anything else."""
+    with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if member.name.split("/")[0] not in ("runs", "wandb") or os.path.isabs(member.name) or ".." in member.name.split("/"):
+                raise ValueError(f"unexpected path in a returned run: {member.name}")
+        tar.extractall(out, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+
+
+def load_manifest(path):
+    if not os.path.exists(path):
+        return {"runs": {}}
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_manifest(path, manifest):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def run_ray(args, runs, out, logs):
+    """Run each process of the grid as a Ray task on the cluster at args.address; write what comes back under `out`.
+    Returns the manifest entries of this grid's processes."""
+    manifest_path = os.path.join(out, "runs", MANIFEST)
+    manifest = load_manifest(manifest_path)
+    todo, keys = [], []
+    for script, env, seeds in runs:
+        key = os.path.basename(log_path(script, env, seeds, args.tag, logs))[: -len(".log")]
+        argv = flags(env, seeds, args.extra)
+        command = shlex.join([script, *argv])
+        entry = manifest["runs"].get(key)
+        if entry and entry.get("status") == "done" and entry.get("command") == command:
+            print(f"{script} {env} seeds {seeds}: done in an earlier launch (on {entry.get('hostname')}), skipped")
+        else:
+            todo.append((script, env, seeds, key, argv, command))
+        keys.append(key)
+    if not todo:
+        print(f"nothing to run: every process of this grid is done ({os.path.relpath(manifest_path)})")
+        return {key: manifest["runs"][key] for key in keys}
+    try:
+        import ray
+    except ImportError:
+        sys.exit("error: --engine ray needs Ray, the optional extra: pip install -e '.[cluster]' (or pip install -r requirements-cluster.lock)")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=args.address, runtime_env={"working_dir": ROOT, "excludes": SHIP_EXCLUDES}, log_to_driver=False, logging_level="ERROR")
+        except Exception as e:  # ConnectionError, a timeout, a version mismatch, ...
+            sys.exit(f"error: cannot use the Ray cluster at {args.address}: {type(e).__name__}: {e}")
+    if __name__ != "__main__":  # imported (tests): ship this module's functions by value, the nodes cannot import it
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    print(f"ray cluster at {args.address}: {len(nodes)} nodes, {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs; "
+          f"{len(todo)} processes to run, {len(runs) - len(todo)} done before", flush=True)
+    task = ray.remote(num_cpus=1, max_retries=args.retries, retry_exceptions=True)(run_on_node)
+    pending = {}
+    for script, env, seeds, key, argv, command in todo:
+        pending[task.remote(script, argv)] = (script, env, seeds, key)
+        manifest["runs"][key] = {"command": command, "status": "submitted", "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    save_manifest(manifest_path, manifest)
+    try:
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            script, env, seeds, key = pending.pop(ref)
+            entry = manifest["runs"][key]
+            try:
+                res = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                # each attempt's process was killed by a signal (the task raised), or its worker or node died; other errors do not say
+                attempts = args.retries + 1 if isinstance(e, (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)) else None
+                error = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+                entry.update(status="failed", attempts=attempts, error=f"{type(e).__name__}: " + " | ".join(error[-3:]))
+                with open(os.path.join(logs, key + ".log"), "w") as f:
+                    f.write(f"# {entry['command']}\n# failed on the Ray cluster (attempts: {attempts}): {entry['error']}\n")
+                print(f"{script} {env} seeds {seeds}: FAILED (attempts: {attempts}): {entry['error']}", flush=True)
+            else:
+                unpack(res["files"], out)
+                with open(os.path.join(logs, key + ".log"), "w") as f:
+                    f.write(f"# {shlex.join(res['cmd'])}\n{res['log']}")
+                entry.update(status="done" if res["exit"] == 0 else "failed", exit=res["exit"], node_id=res["node_id"], node_ip=res["node_ip"],
+                             hostname=res["hostname"], attempts=None if res["attempt"] is None else res["attempt"] + 1, seconds=res["seconds"],
+                             run_dirs=[f"runs/{d}" for d in res["run_dirs"]], log=os.path.relpath(os.path.join(logs, key + ".log"), out),
+                             natural_returns=[parse(script, env, seed, args.tag, logs, out)[0] for seed in seeds])
+                print(f"{script} {env} seeds {seeds}: exit {res['exit']} on {res['hostname']} (node {res['node_id'][:8]}, attempt {entry['attempts']}, "
+                      f"{res['seconds']:.0f} s), natural returns {entry['natural_returns']}", flush=True)
+            save_manifest(manifest_path, manifest)
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: {len(pending)} processes unfinished; the same command resumes ({os.path.relpath(manifest_path)})")
+    return {key: manifest["runs"][key] for key in keys}
 
 
 def main(args):
-    os.makedirs(LOGS, exist_ok=True)
+    out = os.path.abspath(args.out_dir) if args.out_dir else ROOT
+    logs = os.path.join(out, "benchmark", "logs") if args.out_dir else LOGS
+    os.makedirs(logs, exist_ok=True)
     if args.extra and not args.tag:
         sys.exit("error: --extra needs a --tag, so that runs with other flags do not share log names")
     if args.seeds_per_process <= 0 or args.jobs <= 0:
         sys.exit("error: --seeds-per-process and --jobs must be positive")
+    if args.engine == "ray" and not args.zoo and not args.dry_run and (not args.address or args.retries < 0):
+        sys.exit("error: --engine ray needs --address HOST:PORT (the head node of a running Ray cluster) and --retries >= 0")
     runs = [(s, e, group) for s in args.scripts for e in args.envs for group in chunks(sorted(set(args.seeds)), args.seeds_per_process)]
     if args.zoo:
         os.makedirs(os.path.join(ROOT, "zoo"), exist_ok=True)
         for script in args.scripts:
             for env in args.envs:
-                done = [(parse(script, env, seed, args.tag), seed) for seed in args.seeds]
+                done = [(parse(script, env, seed, args.tag, logs, out), seed) for seed in args.seeds]
                 done = [(r, c, seed) for (r, c), seed in done if r is not None and c is not None]
                 if not done:
                     print(f"{script} {env}: no finished run")
@@ -111,24 +291,29 @@ def main(args):
                 print(f"{script} {env}: returns {[round(r) for r, _, _ in done]} (median {statistics.median([r for r, _, _ in done]):.0f}); seed {seed} ({ret:.0f}) -> {os.path.relpath(dst, ROOT)}")
         return
 
+    if args.engine == "ray" and not args.dry_run:
+        entries = run_ray(args, runs, out, logs)
+        failed = [key for key, entry in entries.items() if entry["status"] != "done"]
+        print(f"{len(entries) - len(failed)}/{len(entries)} processes done" + (f"; failed: {' '.join(failed)}" if failed else ""))
+        sys.exit(1 if failed else 0)
+
     def one(run):
         script, env, seeds = run
-        cmd = [sys.executable, os.path.join(ROOT, script), "--env-id", env, "--seed", str(seeds[0]), "--num-seeds", str(len(seeds)),
-               "--eval-episodes", "50", *shlex.split(args.extra)]
+        cmd = [sys.executable, os.path.join(ROOT, script), *flags(env, seeds, args.extra)]
         if args.dry_run:
             print(shlex.join(cmd))
             return 0
-        with open(log_path(script, env, seeds, args.tag), "w") as f:
+        with open(log_path(script, env, seeds, args.tag, logs), "w") as f:
             f.write(f"# {shlex.join(cmd)}\n")
             f.flush()
-            return subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+            return subprocess.run(cmd, cwd=out, stdout=f, stderr=subprocess.STDOUT).returncode
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         codes = list(pool.map(one, runs))
     if args.dry_run:
         return
     for (script, env, seeds), code in zip(runs, codes):
-        print(f"{script} {env} seeds {seeds}: exit {code}, natural returns {[parse(script, env, seed, args.tag)[0] for seed in seeds]}")
+        print(f"{script} {env} seeds {seeds}: exit {code}, natural returns {[parse(script, env, seed, args.tag, logs, out)[0] for seed in seeds]}")
     sys.exit(1 if any(codes) else 0)  # a killed run has a negative code
 
 

@@ -1,4 +1,5 @@
-"""benchmark/launch.py: seeds grouped into processes (--seeds-per-process), and each seed's result found in its log."""
+"""benchmark/launch.py: seeds grouped into processes (--seeds-per-process), each seed's result found in its log, and the parts of
+the Ray engine that need no cluster (tests/test_launch_ray.py runs one)."""
 import os
 import sys
 
@@ -36,3 +37,31 @@ def test_each_seed_is_parsed_from_its_own_lines(tmp_path, monkeypatch):
 def test_bad_grouping_is_refused():
     with pytest.raises(SystemExit, match="--seeds-per-process"):
         launch.main(launch.Args(seeds_per_process=0, dry_run=True))
+
+
+def test_ray_engine_needs_an_address():
+    with pytest.raises(SystemExit, match="--address"):
+        launch.main(launch.Args(engine="ray"))
+
+
+def test_ray_relaunch_skips_what_the_manifest_says_is_done(tmp_path, capsys):
+    """No cluster needed: when every process of the grid is done with the same command, nothing is submitted."""
+    runs = {f"ppo_continuous__Hopper-v4__{seed}": {"command": f"ppo_continuous.py --env-id Hopper-v4 --seed {seed} --num-seeds 1 --eval-episodes 50",
+                                                    "status": "done", "hostname": "node-a"} for seed in (1, 2)}
+    launch.save_manifest(str(tmp_path / "runs" / launch.MANIFEST), {"runs": runs})
+    with pytest.raises(SystemExit) as e:
+        launch.main(launch.Args(envs=("Hopper-v4",), seeds=(1, 2), engine="ray", address="unused:1", out_dir=str(tmp_path)))
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.count("done in an earlier launch (on node-a), skipped") == 2 and "2/2 processes done" in out, out
+
+
+def test_a_returned_run_cannot_write_outside_runs(tmp_path):
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("runs/../../evil")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="unexpected path"):
+        launch.unpack(buf.getvalue(), str(tmp_path))
