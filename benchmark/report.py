@@ -10,8 +10,10 @@ mean of its natural return and its worst return under those four. That agent's f
 six attacks, and where run the two reference protocols) gives the table row. Across seeds we report the IQM with a
 stratified-bootstrap 95% confidence interval (rliable) of natural return and of the worst of the four fast attacks.
 """
+import glob
 import json
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -236,12 +238,13 @@ def build(args):
     return "\n".join(summary), "\n".join(readme), (plot_data, curve_data)
 
 
-def splice(text, block, path):
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"error: {path} has no generated section ({BEGIN} ... {END})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+def splice(text, block, path, name=""):
+    begin, end = (BEGIN, END) if not name else (BEGIN.replace(": begin", f" ({name}): begin"), END.replace(": end", f" ({name}): end"))
+    if begin not in text or end not in text:
+        raise SystemExit(f"error: {path} has no generated section ({begin} ... {end})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
 def mean_band(runs, tag, grid):
@@ -295,11 +298,14 @@ def plot(data):
 
 def main(args):
     summary, readme, plot_data = build(args)
+    pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
-    for rel, block in (("benchmark/RESULTS.md", summary), ("README.md", readme)):
+    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning}), ("README.md", {"": readme})):
         path = os.path.join(ROOT, rel)
         text = open(path).read()
-        new = splice(text, block, rel)
+        new = text
+        for name, block in blocks.items():
+            new = splice(new, block, rel, name)
         if new != text:
             stale.append(rel)
             if not args.check:
@@ -314,7 +320,159 @@ def main(args):
         return
     if args.plots and (plot_data[0] or plot_data[1]):
         plot(plot_data)
+    if args.plots and pruning_plots:
+        plot_pruning(pruning_plots)
     print(f"wrote the generated sections of {', '.join(stale) or 'nothing (up to date)'}")
+
+
+# Pruning (arXiv 2510.12939, Sec. 4 and App. C): every configuration's seeds under the fast attacks, one JSON each,
+# `pruning/{method}{sparsity}[__interval{k}]__{env}.json` (`none__{env}.json`: the dense SA agent, sparsity 0).
+PRUNING_NAME = re.compile(r"^(none|magnitude_ste|magnitude|random|saliency)([0-9.]*)(?:__interval(\d+))?__(.+)\.json$")
+
+
+def load_pruning(folder=None):
+    """{env: [dict(method, sparsity, interval, results)]} from the pruning JSONs."""
+    folder = folder or os.path.join(RESULTS, "pruning")
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        m = PRUNING_NAME.match(os.path.basename(path))
+        if not m:
+            continue
+        method, sparsity, interval, env = m.group(1), float(m.group(2) or 0), int(m.group(3) or 10), m.group(4)
+        doc = json.load(open(path))
+        out.setdefault(env, []).append(dict(method=method, sparsity=sparsity if method != "none" else 0.0, interval=interval,
+                                            results=doc["results"], source=provenance(doc)))
+    return out
+
+
+def per_seed(config):
+    """Arrays over seeds: natural, worst of the fast four, mean of the fast four, and each attack's return."""
+    nat = np.array([r["natural"]["mean"] for r in config["results"]])
+    att = {a: np.array([r["attacks"][a]["mean"] for r in config["results"]]) for a in FAST if all(a in r["attacks"] for r in config["results"])}
+    stack = np.array(list(att.values()))
+    return nat, stack.min(0), stack.mean(0), att
+
+
+def mean_se(x):
+    return float(np.mean(x)), float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def sweet_spot(configs, dense):
+    """The paper's Table 2: the sparsity (> 0) maximizing the mean of normalized clean and normalized robust return
+    (robust = the mean over the four attacks; normalized by the dense agent's means). Returns (config, clean, robust)."""
+    d_nat, _, d_avg, _ = per_seed(dense)
+    best = None
+    for c in configs:
+        nat, _, avg, _ = per_seed(c)
+        clean, robust = nat.mean() / d_nat.mean(), avg.mean() / d_avg.mean()
+        if best is None or (clean + robust) / 2 > (best[1] + best[2]) / 2:
+            best = (c, clean, robust)
+    return best
+
+
+def worst_seed_summary(configs, dense):
+    """The paper's Table 3: for each attack its own sweet spot (the sparsity with the highest mean over seeds), the
+    worst seed's return there, averaged over the attacks (absolute, and each normalized by the dense agent's worst
+    seed under that attack); the pruning % reported is the mode of the attack-wise sweet spots (ties: the smaller)."""
+    _, _, _, d_att = per_seed(dense)
+    spots, absolute, normalized = [], [], []
+    for a in d_att:
+        c = max(configs, key=lambda c: per_seed(c)[3][a].mean())
+        spots.append(c["sparsity"])
+        worst = per_seed(c)[3][a].min()
+        absolute.append(worst)
+        normalized.append(worst / d_att[a].min())
+    counts = {s: spots.count(s) for s in spots}
+    mode = min(s for s in counts if counts[s] == max(counts.values()))
+    return mode, float(np.mean(absolute)), float(np.mean(normalized))
+
+
+def pruning_section(data):
+    if not data:
+        return "No pruning results yet.", {}
+    lines, plots = [], {}
+    for env, configs in data.items():
+        dense = next((c for c in configs if c["method"] == "none"), None)
+        if dense is None:
+            lines += [f"{env}: no dense (`none`) agent yet, so nothing is normalized.", ""]
+            continue
+        d_nat, d_worst, d_avg, _ = per_seed(dense)
+        lines += [f"**{env}**: mean +- s.e. over seeds; normalized = divided by the dense SA agent's mean; robust = the mean of "
+                  "random, critic, MAD and RS; surrogate = the certified Lipschitz surrogate of the actor (mean over seeds); "
+                  "MAD found / bound = the largest action deviation MAD found over the certified bound.", "",
+                  "| method | sparsity | interval | seeds | natural | worst of 4 | mean of 4 | norm. clean | norm. worst | norm. robust | surrogate | MAD found / bound |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in sorted(configs, key=lambda c: (c["method"] != "none", c["method"], c["interval"], c["sparsity"])):
+            nat, worst, avg, _ = per_seed(c)
+            cert = [r.get("certificate", {}) for r in c["results"]]
+            sur = np.mean([x["lipschitz_surrogate"] for x in cert]) if all("lipschitz_surrogate" in x for x in cert) else None
+            ratio = [x["empirical_max_deviation"] / x["action_deviation_bound"] for x in cert if x.get("empirical_max_deviation") is not None]
+            (n_m, n_s), (w_m, w_s), (a_m, a_s) = mean_se(nat), mean_se(worst), mean_se(avg)
+            lines.append(f"| {c['method']} | {c['sparsity']:g} | {c['interval']} | {len(nat)} | {n_m:.0f} +- {n_s:.0f} | {w_m:.0f} +- {w_s:.0f} | "
+                         f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {a_m / d_avg.mean():.2f} | "
+                         f"{'' if sur is None else f'{sur:.3g}'} | {f'{np.mean(ratio):.3f}' if ratio else ''} |")
+            plots.setdefault(env, []).append(dict(method=c["method"], sparsity=c["sparsity"], interval=c["interval"],
+                                                  clean=(nat / d_nat.mean()).tolist(), robust=(avg / d_avg.mean()).tolist(),
+                                                  surrogate=[x.get("lipschitz_surrogate") for x in cert],
+                                                  spectral=[x.get("spectral_product") for x in cert]))
+        lines += [""]
+        table2 = ["| method | sweet spot | norm. clean | norm. robust | mean | worst-seed spot (mode) | avg. worst-seed abs | avg. worst-seed norm |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for method in sorted({c["method"] for c in configs} - {"none"}):
+            pruned = [c for c in configs if c["method"] == method and c["interval"] == 10 and c["sparsity"] > 0]
+            if not pruned:
+                continue
+            c, clean, robust = sweet_spot(pruned, dense)
+            mode, absolute, normalized = worst_seed_summary(pruned, dense)
+            table2.append(f"| {method} | {c['sparsity']:.0%} | {clean:.2f} | {robust:.2f} | {(clean + robust) / 2:.2f} | {mode:.0%} | {absolute:.0f} | {normalized:.2f} |")
+        lines += [f"Sweet spots on {env} (the paper's Tables 2 and 3, prune interval 10):", "", *table2, ""]
+        lines += ["Sources: " + "; ".join(sorted({c["source"] for c in configs})), ""]
+    if plots:
+        lines += ["Plots: " + ", ".join(f"`benchmark/results/report/pruning_frontier__{env}.png`, `benchmark/results/report/pruning_certificate__{env}.png`" for env in plots)]
+    return "\n".join(lines).rstrip(), plots
+
+
+def plot_pruning(plots):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = os.path.join(RESULTS, "report")
+    os.makedirs(out, exist_ok=True)
+    for env, points in plots.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        dense = [p for p in points if p["method"] == "none"]
+        for method in sorted({p["method"] for p in points} - {"none"}):
+            pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
+            x = [p["sparsity"] for p in pts]
+            for key, style in (("clean", "-"), ("robust", "--")):
+                m = np.array([np.mean(p[key]) for p in pts])
+                s = np.array([np.std(p[key], ddof=1) / np.sqrt(len(p[key])) if len(p[key]) > 1 else 0 for p in pts])
+                line = ax.plot(x, m, style, marker="o", label=f"{method} {key}")[0]
+                ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+        ax.axhline(1.0, color="grey", lw=0.5)
+        ax.set_xlabel("target sparsity")
+        ax.set_ylabel("normalized return (dense SA agent = 1)")
+        ax.set_title(f"{env}: clean (solid) and robust (dashed), +-1 s.e.")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"pruning_frontier__{env}.png"), dpi=120)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in sorted({p["method"] for p in points} - {"none"}):
+            pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
+            for key, style in (("surrogate", "-"), ("spectral", "--")):
+                if all(v is not None for p in pts for v in p[key]):
+                    ax.plot([p["sparsity"] for p in pts], [np.mean(p[key]) for p in pts], style, marker="o", label=f"{method} {key}")
+        ax.set_yscale("log")
+        ax.set_xlabel("target sparsity")
+        ax.set_ylabel("actor Lipschitz bound (mean over seeds)")
+        ax.set_title(f"{env}: certified surrogate (solid), spectral product (dashed)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"pruning_certificate__{env}.png"), dpi=120)
+        plt.close(fig)
 
 
 if __name__ == "__main__":

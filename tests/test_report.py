@@ -76,3 +76,38 @@ def test_curves_extract_thins_by_block_means(tmp_path):
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "curves.py"), "--runs", str(tmp_path / "nope"), "--out", str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def pruning_json(folder, name, seeds):
+    """seeds: [(natural, random, critic, mad, rs)] -> a fast-attack eval JSON named as the pruning grid's."""
+    results = [{"model": f"m__{i + 1}.safetensors", "natural": {"mean": s[0]},
+                "attacks": {a: {"mean": v} for a, v in zip(report.FAST, s[1:])},
+                "certificate": {"lipschitz_surrogate": 10.0, "spectral_product": 5.0, "action_deviation_bound": 2.0, "empirical_max_deviation": 0.5}}
+               for i, s in enumerate(seeds)]
+    doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}
+    (folder / name).write_text(__import__("json").dumps(doc))
+
+
+def test_pruning_sweet_spots(tmp_path):
+    pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
+    # 0.3: clean 1.1, robust 1.0 -> 1.05; 0.5: clean 1.0, robust 1.3 -> 1.15 (the sweet spot); 0.7: clean 0.5, robust 1.6 -> 1.05
+    pruning_json(tmp_path, "magnitude0.3__Hopper-v4.json", [(1100, 500, 500, 500, 500), (1100, 500, 500, 500, 500)])
+    pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(1000, 650, 650, 650, 650), (1000, 650, 650, 650, 650)])
+    pruning_json(tmp_path, "magnitude0.7__Hopper-v4.json", [(500, 800, 800, 800, 800), (500, 800, 800, 800, 100)])
+    pruning_json(tmp_path, "magnitude0.5__interval1__Hopper-v4.json", [(5000, 5000, 5000, 5000, 5000)])  # not a frontier point
+    data = report.load_pruning(str(tmp_path))
+    configs = data["Hopper-v4"]
+    assert {(c["method"], c["sparsity"], c["interval"]) for c in configs} == {
+        ("none", 0.0, 10), ("magnitude", 0.3, 10), ("magnitude", 0.5, 10), ("magnitude", 0.7, 10), ("magnitude", 0.5, 1)}
+    dense = next(c for c in configs if c["method"] == "none")
+    frontier = [c for c in configs if c["method"] == "magnitude" and c["interval"] == 10]
+    c, clean, robust = report.sweet_spot(frontier, dense)
+    assert c["sparsity"] == 0.5 and clean == pytest.approx(1.0) and robust == pytest.approx(1.3)
+    # Table 3: random, critic, MAD peak at 0.7 (mean 800), RS at 0.5 (650 > 0.7's 450): mode 0.7;
+    # worst seeds there: 800, 800, 800 and 650 -> mean 762.5, normalized by the dense worst seeds (500) 1.525
+    mode, absolute, normalized = report.worst_seed_summary(frontier, dense)
+    assert mode == 0.7 and absolute == pytest.approx(762.5) and normalized == pytest.approx(1.525)
+    text, plots = report.pruning_section(data)
+    assert "| magnitude | 50% | 1.00 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
+    assert "| magnitude | 0.5 | 1 | 1 | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
+    assert len(plots["Hopper-v4"]) == 5
