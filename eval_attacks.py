@@ -14,6 +14,16 @@ and the reference sa_rl_ref, pa_ad_ref) are trained once per checkpoint, eps, bu
 (ATLA) and PA-AD evaluation protocols, to compare with published tables (docs/protocol.md); `all` is the six.
 `--attacks action_mix --eps-pi P` is an action attack: an adversarial policy whose action is executed on a share P of
 the steps (the partial-control attack of arXiv 2305.17342).
+
+Sumo arena checkpoints (two_timescale_adv.py --env-id sumo-puck|sumo-ant; docs/sumo.md) take `--attacks action_mix`
+alone: the victim plays agent 0, agent 1 plays the checkpoint's benign policy (its benign/ tensors; a file without
+them, e.g. phase 1's benign.safetensors, plays itself), and a fresh adversary, trained against the frozen victim and
+cached like the other learned attacks, takes over agent 1 with probability --eps-pi per step. The table and the JSON
+report the victim's win / loss / draw rates over --episodes games (default 200), the natural row being the victim
+against the benign policy, and the stealthiness of the attack: the squared Wasserstein-2 distance between the
+victim's observations with and without it on the most important features (attacks/stealth.py).
+
+    python eval_attacks.py --model runs/sumo-puck__two_timescale_adv__1__*/two_timescale_adv.safetensors --attacks action_mix --eps-pi 0.3 --gif game.gif
 """
 import datetime
 import glob
@@ -50,8 +60,8 @@ class Args:
     """l_inf budget in normalized-observation units (default: the env's, e.g. HalfCheetah 0.15, Hopper 0.075)"""
     epsilons: Optional[tuple[float, ...]] = None
     """eps sweep: evaluate every attack at each of these budgets and write a return-vs-eps curve"""
-    episodes: int = 50
-    """episodes per (model, attack)"""
+    episodes: Optional[int] = None
+    """episodes per (model, attack) (default 50; sumo checkpoints 200 games)"""
     num_envs: Optional[int] = None
     """environments stepped together (default: all episodes at once); 1 = the one-env protocol"""
     seed: int = 0
@@ -92,6 +102,10 @@ class Args:
     """torch intra-op threads"""
     progress: Optional[bool] = None
     """progress bars (default: on a terminal); without them, learned attacks' training prints a line every ~10%"""
+    stealth_features: int = 10
+    """sumo: the stealth measure (W2^2) sums over this many most important observation features (variance-based, App. E.2)"""
+    gif: Optional[str] = None
+    """sumo: write a GIF of one natural (left) and one attacked (right) game from --seed, side by side (offscreen GL: MUJOCO_GL=egl)"""
 
 
 def fail(msg):
@@ -157,6 +171,69 @@ def evaluate(policy, env_id, episodes=50, seed=0, num_envs=None, attack=None, on
     for env in envs:
         env.close()
     return returns
+
+
+SUMO_ENV_IDS = ("sumo-puck", "sumo-ant")
+OUTCOME_SCORE = {"win": 1, "draw": 0, "loss": -1}  # the victim's (agent 0's) result of a game
+
+
+def evaluate_arena(victim, benign, env_id, episodes=200, seed=0, num_envs=None, attack=None, on_episode=None, observations=None):
+    """Per-game results of the victim (agent 0) in the sumo arena: +1 win, 0 draw, -1 loss; agent 1 plays `benign`,
+    or the action attack's mix (`attack.act(x1, benign_actions, gens)`, x1 agent 1's observation through the benign
+    normalizer). Deterministic actions and frozen normalizers; game k starts from reset_array(seed + k) and draws its
+    coins from a generator seeded with seed + k, so the results do not depend on num_envs (batched == one by one).
+    observations: a list that receives each game's raw observations of the victim [steps, obs_dim], in game order."""
+    from envs.sumo import parallel_env
+
+    num_envs = min(episodes, num_envs or episodes)
+    envs = [parallel_env(env_id.split("-", 1)[1]) for _ in range(num_envs)]
+    obs_dim = envs[0].obs_dim
+    scores = np.zeros(episodes, dtype=np.int64)
+    seen = {}  # game -> its victim observations
+    slot_episode = [-1] * num_envs
+    gens = [torch.Generator() for _ in range(num_envs)]
+    obs = np.zeros((num_envs, 2, obs_dim))
+    next_episode = 0
+
+    def start(i):
+        nonlocal next_episode
+        if next_episode >= episodes:
+            slot_episode[i] = -1
+            return
+        k, next_episode = next_episode, next_episode + 1
+        slot_episode[i] = k
+        gens[i].manual_seed(seed + k)
+        obs[i] = envs[i].reset_array(seed + k)
+        seen[k] = []
+
+    for i in range(num_envs):
+        start(i)
+    while True:
+        active = [i for i in range(num_envs) if slot_episode[i] >= 0]
+        if not active:
+            break
+        x0 = torch.from_numpy(victim.obs_norm.normalize_np(obs[active, 0]))
+        x1 = torch.from_numpy(benign.obs_norm.normalize_np(obs[active, 1]))
+        with torch.no_grad():
+            a0, a1 = victim.actor(x0).numpy(), benign.actor(x1).numpy()
+        if attack is not None:
+            a1 = attack.act(x1, a1, [gens[i] for i in active])
+        a0, a1 = np.clip(a0, -1.0, 1.0), np.clip(a1, -1.0, 1.0)
+        for j, i in enumerate(active):
+            if observations is not None:
+                seen[slot_episode[i]].append(obs[i, 0].copy())
+            o, _, done = envs[i].step_array(np.stack([a0[j], a1[j]]))
+            obs[i] = o
+            if done:
+                scores[slot_episode[i]] = OUTCOME_SCORE[envs[i].outcomes[0]]
+                if on_episode is not None:
+                    on_episode()
+                start(i)
+    for env in envs:
+        env.close()
+    if observations is not None:
+        observations.extend(np.array(seen[k]) for k in range(episodes))
+    return scores
 
 
 def make_attack(name, policy, epsilon, args):
@@ -268,7 +345,7 @@ def announce_fits(models, names, args):
     for model in models:
         for epsilon in model.epsilons:
             for name in learned:
-                for _, attack in make_attack(name, model.policy, epsilon, args):
+                for _, attack in arena_attack(model, args) if model.benign is not None else make_attack(name, model.policy, epsilon, args):
                     cache = attack_cache(model, name, attack, args)
                     if os.path.exists(cache):
                         done[name] += 1
@@ -314,6 +391,7 @@ class Model:
     env_id: str
     victim_hash: str
     epsilons: list
+    benign: object = None  # sumo checkpoints: agent 1's benign policy (then the model is an arena model)
 
 
 def open_model(path, args):
@@ -330,6 +408,8 @@ def open_model(path, args):
         policy, meta = load_checkpoint(path, env_id=args.env_id)  # another robot than --env-id's is refused here
     except CheckpointError as e:
         fail(str(e))
+    if str(meta["env_id"]).startswith("sumo"):
+        return open_arena_model(path, policy, meta, args)
     env_id = args.env_id or meta["env_id"]
     try:
         spec_env = gym.make(env_id)
@@ -348,6 +428,163 @@ def open_model(path, args):
     if None in epsilons:
         fail(f"no default attack budget for {env_id}: pass --epsilon")
     return Model(path, policy, meta, env_id, policy_hash(policy), epsilons)
+
+
+def open_arena_model(path, policy, meta, args):
+    """A sumo checkpoint: the victim (actor/, critic/, obs_norm/) and the benign policy of agent 1 (benign/, or the
+    victim itself in a file without them: phase 1's self-play policy plays itself), checked against the arena."""
+    from attacks.checkpoint import Policy, policy_hash, read_checkpoint
+    from envs.sumo import parallel_env
+
+    env_id = meta["env_id"]
+    if env_id not in SUMO_ENV_IDS:
+        fail(f"{path}: unknown sumo arena {env_id!r} (choose from {', '.join(SUMO_ENV_IDS)})")
+    if args.env_id is not None and args.env_id != env_id:
+        fail(f"{path}: a {env_id} checkpoint, not {args.env_id}")
+    env = parallel_env(env_id.split("-", 1)[1])
+    obs_dim, act_dim = env.obs_dim, env.n_actions
+    env.close()
+    if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        fail(f"{path}: checkpoint dims (obs {meta['obs_dim']}, act {meta['act_dim']}) do not match {env_id} (obs {obs_dim}, act {act_dim})")
+    tensors, _ = read_checkpoint(path)
+    benign = policy
+    if any(k.startswith("benign/") for k in tensors):
+        try:  # benign/actor.layers.0.weight -> actor/layers.0.weight
+            benign = Policy({k.split("/", 1)[1].replace(".", "/", 1): v for k, v in tensors.items() if k.startswith("benign/")}, meta)
+        except KeyError as e:
+            fail(f"{path}: the benign policy is incomplete (no {e.args[0]})")
+        if (benign.actor.layers[0].in_features, benign.actor.layers[-1].out_features) != (obs_dim, act_dim):
+            fail(f"{path}: the benign policy's dims do not match {env_id} (obs {obs_dim}, act {act_dim})")
+    return Model(path, policy, meta, env_id, policy_hash(policy), [None], benign)
+
+
+def arena_attack(model, args):
+    """[(label, attack)]: the action_mix adversary of agent 1 against this arena checkpoint's victim, not fitted yet; it
+    trains with the shaping schedule the victim trained with."""
+    from attacks.action_mix import ArenaActionMixAttack
+
+    anneal = model.meta.get("args", {}).get("shaping_anneal", 0.5)
+    return [("action_mix", ArenaActionMixAttack(model.policy, model.benign, model.env_id, args.eps_pi, shaping_anneal=anneal))]
+
+
+def arena_summary(scores):
+    """The victim's win / loss / draw rates, and mean / std / per-game results (+1, 0, -1) in the places of returns."""
+    return dict(win=float(np.mean(scores == 1)), loss=float(np.mean(scores == -1)), draw=float(np.mean(scores == 0)),
+                mean=float(np.mean(scores)), std=float(np.std(scores)), returns=[int(v) for v in scores])
+
+
+def run_arena_model(model, args):
+    """Evaluate one sumo checkpoint: the victim against the benign policy (natural) and under action_mix at --eps-pi
+    (a fresh adversary, cached): win / loss / draw rates, and the attack's stealthiness (attacks/stealth.py)."""
+    from tqdm import tqdm
+
+    from attacks.ppo_adversary import fit_or_load
+    from attacks.stealth import stealth
+
+    path, bar = model.path, show_progress(args) == "bar"
+    result = dict(model=path, env_id=model.env_id, checkpoint_env_id=model.meta["env_id"], script=model.meta.get("script"),
+                  global_step=model.meta.get("global_step"), arena=True, epsilon=None, eps_pi=args.eps_pi, episodes=args.episodes,
+                  seed=args.seed, attack_seed=args.attack_seed, attacks={})
+    head = f"{os.path.basename(path)} eps_pi {args.eps_pi:g}"
+
+    def run(label, attack, observations):
+        t0 = time.time()
+        with tqdm(total=args.episodes, desc=f"{os.path.basename(path)} {label}", disable=not bar, leave=False) as pbar:
+            scores = evaluate_arena(model.policy, model.benign, model.env_id, args.episodes, args.seed, args.num_envs, attack,
+                                    on_episode=lambda: pbar.update(1), observations=observations)
+        out = arena_summary(scores)
+        out["seconds"] = round(time.time() - t0, 2)
+        print(f"{head} {label}: win {out['win']:.3f} loss {out['loss']:.3f} draw {out['draw']:.3f} over {len(scores)} games "
+              f"({out['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        return out
+
+    natural_obs = []
+    result["natural"] = run("natural", None, natural_obs)
+    if "action_mix" in expand_attacks(args.attacks):
+        ((label, attack),) = arena_attack(model, args)
+        cache = attack_cache(model, "action_mix", attack, args)
+        try:
+            loaded = fit_or_load(attack, cache, model.env_id, fit_steps("action_mix", args, model.env_id), args.attack_seed, show_progress(args))
+        except (ValueError, OSError) as e:  # an unreadable or unwritable attack cache
+            fail(f"{path}: action_mix: {first_line(e)}")
+        print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
+        attacked_obs = []
+        out = run(label, attack, attacked_obs)
+        # the attacker wins when the victim loses; its share: the coins it won while attacking
+        out.update(eps_pi=args.eps_pi, attacker_win_rate=out["loss"], attacker_share=attack.taken / max(attack.decisions, 1))
+        result["attacks"][label] = out
+        result["worst"] = dict(attack=label, mean=out["mean"])
+        halves = (np.concatenate(natural_obs[0::2]), np.concatenate(natural_obs[1::2])) if len(natural_obs) > 1 else None
+        # the clock (the last feature: time left) is left out: it shifts only through the games' lengths, i.e. through
+        # the outcome itself, and a picture of the arena does not show it
+        clock = [natural_obs[0].shape[1] - 1]
+        result["stealth"] = stealth(np.concatenate(natural_obs), np.concatenate(attacked_obs), args.stealth_features, natural_halves=halves, exclude=clock)
+        print(f"{head} stealth: W2^2 {result['stealth']['w2_squared']:.4g} on features {result['stealth']['features']}"
+              + (f" (natural halves: {result['stealth']['floor']:.4g})" if halves else ""), file=sys.stderr, flush=True)
+        if args.gif:
+            write_gif(model, attack, args)
+    elif args.gif:
+        write_gif(model, None, args)
+    return result
+
+
+def write_gif(model, attack, args):
+    """--gif: the game from reset_array(--seed) without the attack (left) and with it (right), every second step
+    (10 frames per second: real time at 20 steps per second); the shorter game holds its last frame."""
+    import imageio.v3 as iio
+    from PIL import Image, ImageDraw
+
+    from envs.sumo import parallel_env
+
+    movies = []
+    for label, mix in (("natural (red: victim)", None), (f"action_mix eps_pi {args.eps_pi:g}", attack)):
+        if label.startswith("action_mix") and mix is None:
+            continue
+        env = parallel_env(model.env_id.split("-", 1)[1], render_mode="rgb_array", width=320, height=320)
+        gen = torch.Generator().manual_seed(args.seed)  # the evaluation's coins of game 0
+        obs, done, frames = env.reset_array(args.seed), False, []
+        try:
+            frames.append(env.render())
+            while not done:
+                x0 = torch.from_numpy(model.policy.obs_norm.normalize_np(obs[:1]))
+                x1 = torch.from_numpy(model.benign.obs_norm.normalize_np(obs[1:]))
+                with torch.no_grad():
+                    a0, a1 = model.policy.actor(x0).numpy(), model.benign.actor(x1).numpy()
+                if mix is not None:
+                    a1 = mix.act(x1, a1, [gen])
+                obs, _, done = env.step_array(np.clip(np.concatenate([a0, a1]), -1.0, 1.0))
+                if env._t % 2 == 0 or done:
+                    frames.append(env.render())
+        except Exception as e:  # no offscreen GL context
+            fail(f"--gif: offscreen rendering failed ({first_line(e)}); set MUJOCO_GL=egl or osmesa")
+        finally:
+            env.close()
+        caption = f"{label}: victim {env.outcomes[0]}"
+        for k, frame in enumerate(frames):
+            image = Image.fromarray(frame)
+            ImageDraw.Draw(image).text((6, 6), caption if k == len(frames) - 1 else label, fill=(255, 255, 255))
+            frames[k] = np.asarray(image)
+        movies.append(frames)
+    n = max(len(m) for m in movies)
+    frames = [np.concatenate([m[min(k, len(m) - 1)] for m in movies], axis=1) for k in range(n)]
+    tmp = f"{args.gif}.tmp{os.getpid()}.gif"
+    iio.imwrite(tmp, np.stack(frames), duration=100, loop=0)
+    os.replace(tmp, args.gif)
+    print(f"gif written to {args.gif} ({n} frames)", file=sys.stderr, flush=True)
+
+
+def arena_table(results):
+    """Markdown table of sumo results: the victim's win / loss / draw rates, the attacker's win rate, the shift."""
+    head = ["model", "env", "eps_pi", "games", "natural win / loss / draw", "action_mix win / loss / draw", "attacker win rate", "W2^2 top-k (natural halves)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        nat, mix, st = r["natural"], r["attacks"].get("action_mix"), r.get("stealth")
+        name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(r["model"]))), os.path.basename(r["model"]))  # run folder: seed
+        cells = [name, r["env_id"], f"{r['eps_pi']:g}", str(r["episodes"]), f"{nat['win']:.3f} / {nat['loss']:.3f} / {nat['draw']:.3f}"]
+        cells += [f"{mix['win']:.3f} / {mix['loss']:.3f} / {mix['draw']:.3f}" if mix else "", f"{mix['attacker_win_rate']:.3f}" if mix else ""]
+        cells += [f"{st['w2_squared']:.4g}" + (f" ({st['floor']:.2g})" if "floor" in st else "") if st else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def wandb_labels(meta):
@@ -499,8 +736,12 @@ def plot_sweep(sweep, path):
 
 
 def main(args):
-    if args.episodes <= 0 or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
+    if (args.episodes is not None and args.episodes <= 0) or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
         fail("--episodes, --num-envs and --attack-steps must be positive")
+    if args.stealth_features <= 0:
+        fail(f"--stealth-features must be positive, got {args.stealth_features}")
+    if args.gif:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering, if mujoco is not imported yet (from Python)
     ref_steps = [n for n in (args.sa_rl_ref_steps, args.pa_ad_ref_steps) if n is not None]
     if min(args.rs_steps, args.sa_rl_steps, args.pa_ad_steps, args.action_mix_steps, *ref_steps) <= 0:
         fail("--rs-steps, --sa-rl-steps, --pa-ad-steps, --action-mix-steps, --sa-rl-ref-steps and --pa-ad-ref-steps must be positive")
@@ -514,16 +755,31 @@ def main(args):
     if args.torch_threads <= 0:
         fail(f"--torch-threads must be positive, got {args.torch_threads}")
     names = expand_attacks(args.attacks)
-    if args.env_id is not None:
+    if args.env_id is not None and args.env_id.startswith("sumo"):
+        if args.env_id not in SUMO_ENV_IDS:
+            fail(f"--env-id {args.env_id!r}: unknown sumo arena (choose from {', '.join(SUMO_ENV_IDS)})")
+    elif args.env_id is not None:
         try:
             gym.spec(args.env_id)
         except gym.error.Error as e:
             fail(f"--env-id {args.env_id!r} is not a registered gymnasium environment ({first_line(e)})")
     # fail now, not after an hour of evaluation: every model readable and fit for its env, every output folder writable
-    for out_path in (args.json, args.markdown, args.plot):
+    for out_path in (args.json, args.markdown, args.plot, args.gif):
         if out_path and not os.access(os.path.dirname(os.path.abspath(out_path)), os.W_OK):
             fail(f"{out_path}: its folder does not exist or is not writable")
     models = [open_model(path, args) for path in args.model]
+    arena = any(m.benign is not None for m in models)
+    if arena:  # sumo checkpoints: agent 1's adversarial policy is the only attack, and their table is another
+        if not all(m.benign is not None for m in models):
+            fail("sumo checkpoints and gymnasium ones are evaluated apart (other attacks, another table): one kind per call")
+        if set(names) - {"action_mix"}:
+            fail(f"sumo checkpoints take --attacks action_mix only (not {' '.join(n for n in names if n != 'action_mix')}): the observation attacks need a gymnasium env")
+        if args.epsilons:
+            fail("--epsilons sweeps observation budgets; a sumo checkpoint's budget is --eps-pi")
+    elif args.gif:
+        fail("--gif draws sumo games: it needs a sumo checkpoint")
+    if args.episodes is None:
+        args.episodes = 200 if arena else 50  # the sumo rates need enough games: 200 gives a standard error <= 0.035
     torch.set_num_threads(args.torch_threads)
     announce_fits(models, names, args)
     out = dict(schema=SCHEMA, **provenance())
@@ -537,6 +793,10 @@ def main(args):
             plot_sweep(sweep, args.plot)
             print(f"plot written to {args.plot}")
         results = [p for points in sweep.values() for p in points]
+    elif arena:
+        results = [run_arena_model(m, args) for m in models]
+        print(arena_table(results))
+        out["results"] = results
     else:
         results = [run_model(m, args, m.epsilons[0]) for m in models]
         print(table(results))
@@ -546,13 +806,24 @@ def main(args):
     if args.json:
         write_atomic(args.json, json.dumps(out, indent=1))
     if args.markdown:
-        write_atomic(args.markdown, table(results) + "\n")
+        write_atomic(args.markdown, (arena_table(results) if arena else table(results)) + "\n")
     if args.track:
         import wandb
 
         metas = {m.path: m.meta for m in models}
         for r in results:  # one run per checkpoint (and eps), in its training run's group
             group, tags = wandb_labels(metas[r["model"]])
+            if r.get("arena"):  # sumo: rates, not returns
+                run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), job_type="eval", group=group,
+                                 tags=tags + ["eval"], name=f"eval__{os.path.basename(r['model']).removesuffix('.safetensors')}__eps_pi{r['eps_pi']:g}",
+                                 reinit="create_new")
+                metrics = {"eval/natural_win_rate": r["natural"]["win"], "eval/natural_draw_rate": r["natural"]["draw"], "eval/eps_pi": r["eps_pi"]}
+                if "action_mix" in r["attacks"]:
+                    metrics.update({"eval/action_mix_win_rate": r["attacks"]["action_mix"]["win"], "eval/attacker_win_rate": r["attacks"]["action_mix"]["attacker_win_rate"],
+                                    "eval/w2_squared": r["stealth"]["w2_squared"]})
+                run.log(metrics)
+                run.finish()
+                continue
             run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), job_type="eval",
                              group=group, tags=tags + ["eval"], name=f"eval__{os.path.basename(r['model']).removesuffix('.safetensors')}__eps{r['epsilon']:g}",
                              reinit="create_new")
@@ -568,6 +839,8 @@ def main(args):
 if __name__ == "__main__":
     import tyro
 
+    if any(a == "--gif" or a.startswith("--gif=") for a in sys.argv[1:]):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering: mujoco reads it when first imported (next line)
     from envs import quiet_warnings
 
     quiet_warnings()

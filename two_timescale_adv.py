@@ -10,6 +10,8 @@ and maximizes its worst case over the adversarial part. Defenses (--defense), on
     single         attacker and victim take simultaneous gradient steps at the same learning rate
     two_timescale  Algorithm 2: the attacker steps at --timescale-ratio times the victim's learning rate
     min_oracle     Algorithm 1: the attacker is the exact best response to the current victim (a game-tree search)
+    self_play      sumo baseline (Bansal et al. 2018): the opponent is the victim itself, as it is this iteration
+    fictitious_play  sumo baseline (Heinrich & Silver 2016): the opponent is a uniformly drawn past iterate of the victim
 Kuhn: victim lr = --attacker-lr / --timescale-ratio for every defense (single: the attacker at that lr too); MuJoCo:
 the victim keeps the per-env PPO learning rates and the attacker's are --timescale-ratio times those (single: equal).
 
@@ -26,7 +28,17 @@ Setting (--env-id):
            steps it acted, the victim's only the steps it acted, both critics all steps; the attacker is paid minus
            the victim's (scaled) reward. Checkpoint: the victim under actor/, critic/, obs_norm/ (any tool reads it),
            the attacker under adversary/. In MuJoCo, min_oracle and --oracle-iters > 1 are not implemented.
-The sumo arena is not part of this version: its --env-id is refused.
+    sumo-puck, sumo-ant  the two-agent arena of envs/sumo.py (the paper's Robosumo, Sec. 7, App. E). Phase 1 trains
+           the benign policy by self-play (one PPO policy plays both agents and learns from both; written to
+           benign.safetensors). Phase 2: the victim (agent 0) starts from it and trains against agent 1 =
+           alpha = (1 - eps_pi) benign + eps_pi attacker (a per-step, per-env coin: whose action agent 1 executes),
+           or with self_play / fictitious_play against its own iterates. The victim learns from all its steps, the
+           attacker's policy loss counts the steps it acted, its critic all, and it is paid minus the victim's
+           reward; the benign policy stays frozen. The dense shaping falls from 1 to 0 over the first
+           --shaping-anneal of each phase. Checkpoint: the victim under actor/, critic/, obs_norm/, the benign policy
+           under benign/, the attacker under adversary/; eval_attacks.py --attacks action_mix reads it (win / loss /
+           draw rates, W2 stealthiness). Interrupts save atomically, but a sumo run cannot be resumed (--benign
+           skips a finished phase 1).
 
 Reproduce Fig. 2 (gap vs iteration, min_oracle / two_timescale 10 and 100 / single, eps_pi 0.5 and 1.0, 5 seeds):
     python benchmark/kuhn_fig2.py
@@ -34,6 +46,10 @@ One run, and a PR-MDP victim trained against a 10x faster attacker that controls
     python two_timescale_adv.py --env-id kuhn --defense two_timescale --eps-pi 1.0 --num-seeds 5
     python two_timescale_adv.py --env-id Hopper-v4 --defense two_timescale --eps-pi 0.3
     python eval_attacks.py --model runs/Hopper-v4__two_timescale_adv__1__*/two_timescale_adv.safetensors --attacks action_mix --eps-pi 0.3
+Puck sumo: a self-play benign policy, a victim trained against a 10x faster attacker with 30% of agent 1's steps,
+then a fresh attacker against the frozen victim (win / loss / draw rates, W2 stealthiness; docs/sumo.md):
+    python two_timescale_adv.py --env-id sumo-puck --defense two_timescale --eps-pi 0.3
+    python eval_attacks.py --model runs/sumo-puck__two_timescale_adv__1__*/two_timescale_adv.safetensors --attacks action_mix --eps-pi 0.3
 """
 import dataclasses
 import functools
@@ -68,6 +84,13 @@ ENV_DEFAULTS = {
     "Humanoid": dict(epsilon=0.075, total_timesteps=10_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True, anneal_lr=True, ent_coef=0.0),
 }
 GENERIC_DEFAULTS = dict(epsilon=None, total_timesteps=1_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True, anneal_lr=True, ent_coef=0.0)
+# The sumo arena (envs/sumo.py): PPO's generic settings (the paper's Robosumo PPO, App. E.3, names only clip 0.2, GAE
+# 0.95, 64 hidden units and Adam). Budgets per phase (1: self-play benign policy, 2: the victim's adversarial training):
+# the paper trains 3e7 steps on RoboSumo's ants; the puck is a far simpler game.
+SUMO_DEFAULTS = {
+    "puck": dict(benign_timesteps=2_000_000, total_timesteps=2_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True, anneal_lr=True, ent_coef=0.0),
+    "ant": dict(benign_timesteps=10_000_000, total_timesteps=10_000_000, learning_rate=3e-4, value_learning_rate=3e-4, init_std=1.0, clip_vloss=True, anneal_lr=True, ent_coef=0.0),
+}
 
 
 @dataclass
@@ -103,9 +126,9 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "kuhn"
-    """the setting: kuhn (the exact game) or a gymnasium MuJoCo -v4/-v5 env id (the PR-MDP)"""
+    """the setting: kuhn (the exact game), a gymnasium MuJoCo -v4/-v5 env id (the PR-MDP) or sumo-puck / sumo-ant (the arena)"""
     total_timesteps: Optional[int] = None
-    """total timesteps of the experiments (default per env: 2M Hopper/Walker2d/HalfCheetah, 10M Ant/Humanoid, 1M otherwise)"""
+    """total timesteps of the experiments (default per env: 2M Hopper/Walker2d/HalfCheetah, 10M Ant/Humanoid, 1M otherwise; sumo: phase 2's)"""
     learning_rate: Optional[float] = None
     """the actor's Adam learning rate (default per env, SA-PPO configs; 3e-4 otherwise)"""
     value_learning_rate: Optional[float] = None
@@ -150,8 +173,8 @@ class Args:
     """clip scaled rewards to +-reward_clip (training only; logged returns are raw)"""
     epsilon: Optional[float] = None
     """l_inf attack budget in normalized-observation units (default per env: 0.075 Hopper/Humanoid, 0.05 Walker2d, 0.15 HalfCheetah/Ant)"""
-    defense: Literal["none", "single", "two_timescale", "min_oracle"] = "two_timescale"
-    """adversarial training: none, single timescale, two timescales (Algorithm 2) or a min oracle (Algorithm 1; Kuhn only)"""
+    defense: Literal["none", "single", "two_timescale", "min_oracle", "self_play", "fictitious_play"] = "two_timescale"
+    """adversarial training: none, single timescale, two timescales (Algorithm 2), a min oracle (Algorithm 1; Kuhn only), or the sumo baselines self_play / fictitious_play"""
     eps_pi: float = 0.3
     """the attacker's share of control: alpha plays (1 - eps_pi) * benign + eps_pi * adversarial"""
     attacker_lr: Optional[float] = None
@@ -177,6 +200,14 @@ class Args:
     """Kuhn: measure (exact worst case and gap of the last and the average iterate) every this many iterations"""
     save_policy: Optional[str] = None
     """Kuhn: also write the victim's last-iterate policy to this JSON file ({"policy": {infostate: P(b)}}; one seed)"""
+    benign_timesteps: Optional[int] = None
+    """sumo: env steps of phase 1, the self-play benign policy (default per body: puck 2M, ant 10M)"""
+    benign: tuple[str, ...] = ()
+    """sumo: skip phase 1 and take the benign policy from these checkpoints (a sumo run's benign.safetensors; one, or one per seed)"""
+    shaping_anneal: float = 0.5
+    """sumo: the shaping coefficient falls linearly from 1 to 0 over this share of each phase (0: no shaping)"""
+    pool_size: int = 100
+    """sumo, fictitious_play: past iterates kept (a uniform reservoir sample of all of them; the opponent is drawn from it per episode)"""
 
     # to be filled in runtime (hidden from --help)
     batch_size: tyro.conf.Suppress[int] = 0
@@ -197,7 +228,7 @@ def resolve_args(args):
     if args.env_id == "kuhn":
         return resolve_kuhn_args(args)
     if args.env_id.startswith("sumo"):
-        fail(f"--env-id {args.env_id!r}: the sumo arena is not part of this version (kuhn or a MuJoCo env id)")
+        return resolve_sumo_args(args)
     try:
         gym.spec(args.env_id)
     except Exception:
@@ -232,10 +263,74 @@ def resolve_args(args):
         fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
     if args.defense == "min_oracle" or args.oracle_iters != 1:
         fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the MuJoCo setting not (use two_timescale)")
+    if args.defense in ("self_play", "fictitious_play") or args.benign:
+        fail(f"--defense {args.defense} and --benign are for the sumo arena (two agents); the MuJoCo setting has one")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
         fail("--timescale-ratio and --attacker-lr must be positive")
     if args.attacker_lr is None:
         args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense == "two_timescale" else 1.0)
+    return args
+
+
+SUMO_ENV_IDS = ("sumo-puck", "sumo-ant")
+
+
+def resolve_sumo_args(args):
+    """The sumo arena's flags: per-body defaults, then the MuJoCo path's checks, then its own; every problem one line."""
+    if args.env_id not in SUMO_ENV_IDS:
+        fail(f"unknown sumo arena {args.env_id!r} (choose from {', '.join(SUMO_ENV_IDS)})")
+    if args.resume:
+        fail("--resume: a sumo run cannot be resumed (interrupts save its checkpoints); start again, with --benign RUN/benign.safetensors to skip phase 1")
+    for k, v in SUMO_DEFAULTS[args.env_id.split("-", 1)[1]].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    for name in ("total_timesteps", "benign_timesteps", "num_seeds", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads", "pool_size"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "value_learning_rate", "init_std", "obs_clip", "reward_clip"):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
+        fail(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.save_every < 0 or args.eval_episodes < 0 or args.max_grad_norm < 0 or not 0 <= args.ent_coef < math.inf:
+        fail("--save-every, --eval-episodes, --max-grad-norm and --ent-coef must be >= 0")
+    if args.target_kl is not None and args.num_seeds > 1:
+        fail("--target-kl stops one seed's epochs early, which --num-seeds > 1 cannot do per seed: train those seeds apart")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        fail(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
+    if args.epsilon is not None:
+        fail("--epsilon is an observation-attack budget; the sumo arena's budget is --eps-pi")
+    if not 0 <= args.shaping_anneal <= 1:
+        fail(f"--shaping-anneal must be in [0, 1], got {args.shaping_anneal}")
+    # phase 2's batch is the victim's steps; phase 1 learns from both agents' steps, twice as many
+    args.batch_size = int(args.num_envs * args.num_steps)
+    if args.batch_size % args.num_minibatches:
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch size {args.batch_size}")
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    if not 0 <= args.eps_pi <= 1:
+        fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
+    if args.defense == "min_oracle" or args.oracle_iters != 1:
+        fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the sumo arena not (use two_timescale)")
+    if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
+        fail("--timescale-ratio and --attacker-lr must be positive")
+    if args.attacker_lr is None:
+        args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense == "two_timescale" else 1.0)
+    if args.benign and len(args.benign) not in (1, args.num_seeds):
+        fail(f"--benign takes one checkpoint or one per seed ({args.num_seeds}), got {len(args.benign)}")
+    for path in args.benign:  # the file must be a sumo policy of this body and these network sizes
+        from attacks.checkpoint import CheckpointError, read_checkpoint
+
+        try:
+            tensors, meta = read_checkpoint(path)
+        except CheckpointError as e:
+            fail(f"--benign {e}")
+        if meta["env_id"] != args.env_id:
+            fail(f"--benign {path}: a policy for {meta['env_id']}, not {args.env_id}")
+        if list(meta.get("hidden_sizes", [])) != list(args.hidden_sizes) or meta["activation"] != args.activation:
+            fail(f"--benign {path}: networks {meta.get('hidden_sizes')} {meta['activation']}, this run's {list(args.hidden_sizes)} {args.activation}")
+        if "critic/layers.0.weight" not in tensors:
+            fail(f"--benign {path}: has no critic (the victim starts from the benign actor and critic)")
     return args
 
 
@@ -244,6 +339,8 @@ def resolve_kuhn_args(args):
         args.attacker_lr = 0.1
     if not 0 <= args.eps_pi <= 1:
         fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
+    if args.defense in ("self_play", "fictitious_play") or args.benign:
+        fail(f"--defense {args.defense} and --benign are for the sumo arena; in Kuhn the opponent is alpha's benign policy (--benign-policy)")
     if not args.attacker_lr > 0 or not args.timescale_ratio > 0 or not math.isfinite(args.attacker_lr * args.timescale_ratio):
         fail("--attacker-lr and --timescale-ratio must be positive and finite")
     if args.resume:
@@ -361,7 +458,7 @@ class Agent(nn.Module):
         self.critic = MLP((obs_dim, *args.hidden_sizes, 1), args.activation, 1.0, generators)
         self.actor = Actor((obs_dim, *args.hidden_sizes, act_dim), args.activation, args.init_std, generators)
         # the attacker of the PR-MDP (saved under adversary/, which tools that read the victim ignore)
-        self.adversary = Adversary(obs_dim, act_dim, args, generators) if args.defense != "none" else None
+        self.adversary = Adversary(obs_dim, act_dim, args, generators) if args.defense in ("single", "two_timescale") else None
 
     def get_value(self, x, seed=None):
         return self.critic(x, seed)
@@ -582,6 +679,8 @@ def read_resume(path):
         fail(f"--resume {path}: not a readable robust-rl checkpoint ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
     if meta.get("script") != os.path.basename(__file__):
         fail(f"--resume {path}: written by {meta.get('script')}; resume it with that script")
+    if str(meta.get("env_id")).startswith("sumo"):
+        fail(f"--resume {path}: a sumo run cannot be resumed; start again, with --benign RUN/benign.safetensors to skip phase 1")
     if state is None:
         fail(f"--resume {path}: holds no training state (a copied or pre-resume checkpoint, e.g. from zoo/); start a new run instead")
     return meta, state, tensors, weights
@@ -793,12 +892,438 @@ def train_kuhn(args):
             wandb_run.finish()
 
 
+class FictitiousPool:
+    """Fictitious play's opponents (Heinrich & Silver 2016: a best response to the average of the past strategies,
+    played here by drawing one past iterate of the victim per episode). Keeping every iterate grows without bound, so
+    the pool is a uniform reservoir sample (Vitter's Algorithm R) of all snapshots added: each of them is in it with the
+    same probability size / seen, so a uniformly drawn member is a uniformly drawn past iterate."""
+
+    def __init__(self, size):
+        self.size, self.members, self.seen = size, [], 0
+
+    def add(self, snapshot, rng):
+        self.seen += 1
+        if len(self.members) < self.size:
+            self.members.append(snapshot)
+        else:
+            j = int(rng.integers(self.seen))
+            if j < self.size:
+                self.members[j] = snapshot
+
+    def sample(self, rng):
+        return self.members[int(rng.integers(len(self.members)))]
+
+
+def actor_snapshot(agent, n):
+    """Seed n's current policy as plain numpy, with its normalizer as it is now: an iterate for the fictitious pool."""
+    return dict(weights=[(layer.weight[n].detach().numpy().T.copy(), layer.bias[n].detach().numpy().copy()) for layer in agent.actor.layers],
+                std=np.exp(agent.actor.log_std[n].detach().numpy()), mean=agent.obs_norm.mean[n].numpy().copy(),
+                scale=np.sqrt(agent.obs_norm.var[n].numpy() + agent.obs_norm.eps), clip=agent.obs_norm.clip, tanh=agent.actor.act is torch.tanh)
+
+
+def snapshot_action(snapshot, raw_obs, noise):
+    """A pool member's sampled action for one raw observation [obs_dim] (its own frozen normalizer, then its Gaussian)."""
+    x = np.clip((raw_obs - snapshot["mean"]) / snapshot["scale"], -snapshot["clip"], snapshot["clip"]).astype(np.float32)
+    for w, b in snapshot["weights"][:-1]:
+        x = np.tanh(x @ w + b) if snapshot["tanh"] else np.maximum(x @ w + b, 0.0)
+    w, b = snapshot["weights"][-1]
+    return x @ w + b + snapshot["std"] * noise
+
+
+OUTCOME_SCORE = {"win": 1, "draw": 0, "loss": -1}  # the victim's (agent 0's) result of a game
+
+
+def train_sumo(args):
+    """The sumo arena (envs/sumo.py). Phase 1: the benign policy by self-play (one PPO agent plays both agents and
+    learns from both; each seed's run folder gets benign.safetensors). Phase 2: the victim (agent 0) starts from the
+    benign policy and plays agent 1 = the benign policy (none), alpha's per-step coin between the frozen benign policy
+    and the attacker (single, two_timescale), itself (self_play) or a past iterate of itself (fictitious_play)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from attacks.checkpoint import read_checkpoint
+    from envs.sumo import parallel_env
+
+    body = args.env_id.split("-", 1)[1]
+    seeds = [args.seed + n for n in range(args.num_seeds)]
+    seed_args = [dataclasses.replace(args, seed=seed) for seed in seeds]  # what each seed's checkpoint and logs record
+    N, E, T = args.num_seeds, args.num_envs, args.num_steps
+    # the folders are created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
+    os.makedirs("runs", exist_ok=True)
+    run_dirs = [tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{seed}__{int(time.time())}_", dir="runs") for seed in seeds]
+    for run_dir in run_dirs:
+        os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
+    ckpt_paths = [f"{run_dir}/{args.exp_name}.safetensors" for run_dir in run_dirs]
+    benign_paths = [f"{run_dir}/benign.safetensors" for run_dir in run_dirs]
+    git_commit()  # record the code the run starts from, not the one at save time
+    wandb_runs = [None] * N
+    if args.track:
+        import wandb
+
+        group, tags = wandb_labels(args)
+        for n in range(N):  # one W&B run per seed, as from single-seed runs
+            wandb_runs[n] = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=group, tags=tags, config=vars(seed_args[n]),
+                                       name=os.path.basename(os.path.abspath(run_dirs[n])), monitor_gym=False, save_code=True, reinit="create_new")
+            wandb_runs[n].define_metric("*", step_metric="global_step")
+    writers = [SummaryWriter(run_dir) for run_dir in run_dirs]
+    for writer, a in zip(writers, seed_args):
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(a).items()])))
+
+    def log(n, tag, value, step):
+        """One scalar of seed n to its TensorBoard run, and to its W&B run with --track."""
+        writers[n].add_scalar(tag, value, step)
+        if wandb_runs[n] is not None:
+            wandb_runs[n].log({tag: value, "global_step": step})
+
+    # TRY NOT TO MODIFY: seeding. Every seed has its own streams (numpy: rollout noise, coins, pool draws; torch: init,
+    # minibatch order), so seed k of a --num-seeds run is the single-seed run with --seed k
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    # env setup: per seed a plain list of arenas stepped through the lean array API (no dicts); agent 0 is the victim
+    envs = [[parallel_env(body) for _ in range(E)] for _ in seeds]
+    obs_dim, act_dim = envs[0][0].obs_dim, envs[0][0].n_actions
+
+    # the benign policy: a PPO agent without attacker, trained in phase 1 or loaded from --benign
+    benign = Agent(obs_dim, act_dim, dataclasses.replace(args, defense="none"), generators)
+    phases = (1, 2)
+    if args.benign:
+        phases = (2,)
+        for n in range(N):
+            tensors, _ = read_checkpoint(args.benign[n if len(args.benign) > 1 else 0])
+            benign.load_seed_state_dict(n, {k.replace("/", ".", 1): v for k, v in tensors.items() if k.split("/")[0] in ("actor", "critic", "obs_norm")})
+    num_iterations = {1: max(1, args.benign_timesteps // (E * T)), 2: args.num_iterations}
+    prefix = [f"seed {seed}: " if N > 1 else "" for seed in seeds]
+    show_bar = sys.stderr.isatty() if args.progress is None else args.progress
+    pbar = tqdm(total=sum(num_iterations[p] for p in phases) * E * T, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
+    global_step = 0
+    next_obs_raw = np.zeros((N, E, 2, obs_dim))  # [seed, env, agent]: agent 0's and agent 1's raw observations
+    interrupt.in_loop = True
+
+    for phase in phases:
+        # ALGO LOGIC: who learns and who plays agent 1. Phase 1: one agent on both sides, learning from both (S = 2E
+        # streams: env i's agent 0 and agent 1); phase 2: the victim learns from agent 0's steps (S = E)
+        if phase == 1:
+            learner, adversary, opponent, S = benign, None, "self", 2 * E
+        else:
+            benign.requires_grad_(False)  # frozen from here on: alpha's benign part
+            agent = Agent(obs_dim, act_dim, args, generators)  # single, two_timescale: with a fresh attacker (adversary/)
+            for n in range(N):  # the victim starts from the benign policy: actor, critic and normalizer
+                agent.load_seed_state_dict(n, benign.seed_state_dict(n))
+            agent.benign = benign  # a submodule: saved under benign/, never in the optimizer
+            learner, adversary, S = agent, agent.adversary, E
+            opponent = {"none": "benign", "single": "mix", "two_timescale": "mix", "self_play": "self", "fictitious_play": "pool"}[args.defense]
+        batch_size = T * S
+        minibatch_size = batch_size // args.num_minibatches
+        # ALGO LOGIC: the attacker's learning rates are the victim's times --timescale-ratio (two_timescale) or equal (single)
+        adversary_lrs = [args.attacker_lr, args.attacker_lr * args.value_learning_rate / args.learning_rate] if adversary is not None else []
+        optimizer = torch.optim.Adam(
+            [{"params": learner.actor.parameters(), "lr": args.learning_rate}, {"params": learner.critic.parameters(), "lr": args.value_learning_rate}]
+            + ([{"params": adversary.actor.parameters(), "lr": adversary_lrs[0]}, {"params": adversary.critic.parameters(), "lr": adversary_lrs[1]}] if adversary is not None else []),
+            eps=1e-5,
+            fused=True,
+        )
+        base_lrs = [args.learning_rate, args.value_learning_rate, *adversary_lrs]
+
+        # ALGO Logic: Storage setup (normalized observations, as each network saw them) [step, seed, stream, ...]
+        obs = np.zeros((T, N, S, obs_dim), dtype=np.float32)
+        actions = np.zeros((T, N, S, act_dim), dtype=np.float32)
+        rewards = np.zeros((T, N, S), dtype=np.float32)
+        ends = np.zeros((T, N, S), dtype=np.float32)
+        adv_obs = np.zeros((T, N, E, obs_dim), dtype=np.float32)  # agent 1's observation through the benign normalizer
+        adv_actions = np.zeros((T, N, E, act_dim), dtype=np.float32)
+
+        # TRY NOT TO MODIFY: start the games (a new phase starts new games; the first reset is seeded)
+        for n, (seed, envs_n) in enumerate(zip(seeds, envs)):
+            for i, env in enumerate(envs_n):
+                next_obs_raw[n, i] = env.reset_array(seed + i if phase == phases[0] else None)
+        ret_acc = np.zeros((N, S))  # discounted return per stream, for reward scaling
+        ret_mean, ret_var, ret_count = np.zeros(N), np.ones(N), np.full(N, 1e-4)
+        ep_return, ep_length = np.zeros((N, E)), np.zeros((N, E), dtype=np.int64)
+        outcomes = [[] for _ in seeds]  # agent 0's results (+1 win, 0 draw, -1 loss), for the score curve (Fig. 4a)
+        if opponent == "pool":  # fictitious play: the pool starts with the initial victim; each game draws its opponent
+            pools = [FictitiousPool(args.pool_size) for _ in seeds]
+            for n in range(N):
+                pools[n].add(actor_snapshot(learner, n), rngs[n])
+            opponents = [[pools[n].sample(rngs[n]) for _ in range(E)] for n in range(N)]
+        start_step, start_time = global_step, time.time()  # each phase's SPS counts its own steps
+
+        for iteration in range(1, num_iterations[phase] + 1):
+            # Annealing the rate if instructed to do so.
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations[phase]
+                for group, lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = frac * lr
+            # the dense shaping falls from 1 to 0 over the first --shaping-anneal of the phase, as Bansal et al. (2018)
+            # anneal their exploration reward: the policies end up playing for the win alone
+            shaping = max(0.0, 1.0 - (iteration - 1.0) / (args.shaping_anneal * num_iterations[phase])) if args.shaping_anneal > 0 else 0.0
+            for envs_n in envs:
+                for env in envs_n:
+                    env.set_shaping(shaping)
+            if opponent == "pool" and iteration > 1:  # the iterate that the last update produced joins the pool
+                for n in range(N):
+                    pools[n].add(actor_snapshot(learner, n), rngs[n])
+
+            actor_mean = learner.numpy_actor()
+            std = np.exp(learner.actor.log_std.detach().numpy())[:, None]
+            # one noise row per agent of each env: agent 1's row samples whichever policy plays agent 1
+            noise = np.stack([rng.standard_normal((T, E, 2, act_dim)) for rng in rngs], 1).astype(np.float32)
+            if opponent in ("benign", "mix"):
+                benign_mean, benign_std = benign.numpy_actor(), np.exp(benign.actor.log_std.detach().numpy())[:, None]
+            # ALGO LOGIC: the attacker's actions and the per-step, per-env Bernoulli(eps_pi) coin: whose action agent 1 executes
+            if adversary is not None:
+                adv_mean, adv_std = adversary.numpy_actor(), np.exp(adversary.actor.log_std.detach().numpy())[:, None]
+                adv_noise = np.stack([rng.standard_normal((T, E, act_dim)) for rng in rngs], 1).astype(np.float32)
+                coins = np.stack([rng.random((T, E)) < args.eps_pi for rng in rngs], 1)
+            else:
+                coins = np.zeros((T, N, E), dtype=bool)
+            for step in range(0, T):
+                global_step += E
+                # the learner's normalizer follows the observations it learns from: both agents' (phase 1), agent 0's (phase 2)
+                learner.obs_norm.update(next_obs_raw.reshape(N, 2 * E, obs_dim) if phase == 1 else next_obs_raw[:, :, 0])
+                x = learner.obs_norm.normalize_np(next_obs_raw.reshape(N, 2 * E, obs_dim))
+                a = (actor_mean(x) + std * noise[step].reshape(N, 2 * E, act_dim)).reshape(N, E, 2, act_dim)
+                if phase == 1:
+                    obs[step], actions[step] = x, a.reshape(N, 2 * E, act_dim)
+                else:
+                    obs[step], actions[step] = x.reshape(N, E, 2, obs_dim)[:, :, 0], a[:, :, 0]
+
+                # ALGO LOGIC: agent 1's action: the learner itself (self-play), the frozen benign policy, alpha's coin
+                # between the benign policy and the attacker, or a past iterate (fictitious play)
+                a1 = a[:, :, 1]
+                if opponent in ("benign", "mix"):
+                    x1 = benign.obs_norm.normalize_np(next_obs_raw[:, :, 1])
+                    a1 = benign_mean(x1) + benign_std * noise[step][:, :, 1]
+                    if adversary is not None:
+                        adv_obs[step] = x1
+                        adv_actions[step] = adv_mean(x1) + adv_std * adv_noise[step]
+                        a1 = np.where(coins[step][..., None], adv_actions[step], a1)
+                elif opponent == "pool":
+                    a1 = np.array([[snapshot_action(opponents[n][i], next_obs_raw[n, i, 1], noise[step][n, i, 1]) for i in range(E)] for n in range(N)])
+
+                # TRY NOT TO MODIFY: execute the game and log data (MuJoCo clips the controls to [-1, 1])
+                for n, envs_n in enumerate(envs):
+                    for i, env in enumerate(envs_n):
+                        o, (r0, r1), done = env.step_array(np.stack([a[n, i, 0], a1[n, i]]))
+                        if phase == 1:
+                            rewards[step, n, 2 * i], rewards[step, n, 2 * i + 1] = r0, r1
+                            ends[step, n, 2 * i] = ends[step, n, 2 * i + 1] = done
+                        else:
+                            rewards[step, n, i], ends[step, n, i] = r0, done
+                        ep_return[n, i] += r0
+                        ep_length[n, i] += 1
+                        if done:
+                            outcomes[n].append(OUTCOME_SCORE[env.outcomes[0]])
+                            log(n, "charts/episodic_return", ep_return[n, i], global_step)
+                            log(n, "charts/episodic_length", ep_length[n, i], global_step)
+                            ep_return[n, i], ep_length[n, i] = 0.0, 0
+                            o = env.reset_array()
+                            if opponent == "pool":
+                                opponents[n][i] = pools[n].sample(rngs[n])
+                        next_obs_raw[n, i] = o
+                # reward scaling: divide by the running std of the discounted return (SA-PPO's RewardFilter), per seed
+                ret_acc = ret_acc * args.gamma + rewards[step]
+                b_mean = ret_acc.sum(1) / S
+                b_var = np.square(ret_acc - b_mean[:, None]).sum(1) / S
+                delta, tot = b_mean - ret_mean, ret_count + S
+                ret_var = (ret_var * ret_count + b_var * S + delta**2 * ret_count * S / tot) / tot
+                ret_mean, ret_count = ret_mean + delta * S / tot, tot
+                rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var[:, None] + 1e-8), -args.reward_clip, args.reward_clip)
+                ret_acc[ends[step] > 0] = 0.0
+
+            adv_rewards = -rewards  # phase 2: the attacker is paid minus the victim's (scaled) reward, bootstrapped by its own critic
+
+            # values and log-probs for the whole rollout in one batched pass; [seed, step * stream]. The game's time
+            # limit is a rule (time left is observed): every end is a termination, nothing to bootstrap
+            with torch.no_grad():
+                t_obs = torch.from_numpy(obs.transpose(1, 0, 2, 3).reshape(N, -1, obs_dim))
+                t_actions = torch.from_numpy(actions.transpose(1, 0, 2, 3).reshape(N, -1, act_dim))
+                _, t_logprobs, _, t_values = learner.get_action_and_value(t_obs, t_actions)
+                values = t_values.numpy().reshape(N, T, S).transpose(1, 0, 2)
+                next_x = learner.obs_norm.normalize_np(next_obs_raw.reshape(N, 2 * E, obs_dim))
+                next_x = next_x if phase == 1 else np.ascontiguousarray(next_x.reshape(N, E, 2, obs_dim)[:, :, 0])
+                next_value = learner.get_value(torch.from_numpy(next_x)).numpy().reshape(N, S)
+                if adversary is not None:  # the same for the attacker, with its critic on agent 1's observations
+                    t_adv_obs = torch.from_numpy(adv_obs.transpose(1, 0, 2, 3).reshape(N, -1, obs_dim))
+                    t_adv_actions = torch.from_numpy(adv_actions.transpose(1, 0, 2, 3).reshape(N, -1, act_dim))
+                    _, t_adv_logprobs, _, t_adv_values = adversary.get_action_and_value(t_adv_obs, t_adv_actions)
+                    adv_values = t_adv_values.numpy().reshape(N, T, E).transpose(1, 0, 2)
+                    adv_next_value = adversary.get_value(torch.from_numpy(benign.obs_norm.normalize_np(next_obs_raw[:, :, 1]))).numpy().reshape(N, E)
+
+            advantages = compute_gae(rewards, values, ends, next_value, args.gamma, args.gae_lambda)
+            returns = advantages + values
+            if adversary is not None:
+                adv_advantages = compute_gae(adv_rewards, adv_values, ends, adv_next_value, args.gamma, args.gae_lambda)
+                adv_returns = adv_advantages + adv_values
+
+            # flatten the batch (per seed)
+            b_obs, b_logprobs, b_actions = t_obs, t_logprobs, t_actions
+            b_advantages = torch.from_numpy(advantages.transpose(1, 0, 2).reshape(N, -1))
+            b_returns = torch.from_numpy(returns.transpose(1, 0, 2).reshape(N, -1))
+            b_values = torch.from_numpy(values.transpose(1, 0, 2).reshape(N, -1))
+            b_attacked = torch.from_numpy(coins.transpose(1, 0, 2).reshape(N, -1).astype(np.float32))  # 1: the attacker acted
+            if adversary is not None:
+                b_adv = (t_adv_obs, t_adv_actions, t_adv_logprobs,
+                         *(torch.from_numpy(a.transpose(1, 0, 2).reshape(N, -1)) for a in (adv_advantages, adv_returns, adv_values)), b_attacked)
+
+            # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...])
+            clipfracs = []
+            seed_rows = torch.arange(N).unsqueeze(1)
+            for epoch in range(args.update_epochs):
+                b_inds = torch.stack([torch.randperm(batch_size, generator=g) for g in generators])  # each seed its own order
+                # shuffle once per epoch, then take contiguous slices: one gather per tensor instead of one per minibatch
+                e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values = (
+                    t[seed_rows, b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
+                )
+                e_adv = tuple(t[seed_rows, b_inds] for t in b_adv) if adversary is not None else ()
+                for start in range(0, batch_size, minibatch_size):
+                    mb_inds = slice(start, start + minibatch_size)
+
+                    _, newlogprob, entropy, newvalue = learner.get_action_and_value(e_obs[:, mb_inds], e_actions[:, mb_inds])
+                    logratio = newlogprob - e_logprobs[:, mb_inds]
+                    ratio = logratio.exp()
+
+                    with torch.no_grad():
+                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        old_approx_kl = (-logratio).mean(1)
+                        approx_kl = ((ratio - 1) - logratio).mean(1)
+                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean(1))
+
+                    mb_advantages = e_advantages[:, mb_inds]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean(1, keepdim=True)) / (mb_advantages.std(1, keepdim=True) + 1e-8)
+
+                    # Policy loss: agent 0 always plays the victim's own action (the attacker takes over agent 1, not the victim)
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean(1)
+
+                    # Value loss
+                    newvalue = newvalue.squeeze(2)
+                    if args.clip_vloss:
+                        v_loss_unclipped = (newvalue - e_returns[:, mb_inds]) ** 2
+                        v_clipped = e_values[:, mb_inds] + torch.clamp(newvalue - e_values[:, mb_inds], -args.clip_coef, args.clip_coef)
+                        v_loss_clipped = (v_clipped - e_returns[:, mb_inds]) ** 2
+                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean(1)
+                    else:
+                        v_loss = 0.5 * ((newvalue - e_returns[:, mb_inds]) ** 2).mean(1)
+
+                    entropy_loss = entropy.mean(1)
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    # ALGO LOGIC: the attacker's PPO step in the same minibatch (simultaneous updates, Algorithm 2): its
+                    # policy loss on the steps it acted, its critic on all; its own learning rate sets the timescale
+                    if adversary is not None:
+                        attacker_loss = adversary_loss(adversary, *(t[:, mb_inds] for t in e_adv), args)
+                        loss = loss + attacker_loss
+
+                    optimizer.zero_grad()
+                    loss.sum().backward()  # the seeds' parameters are disjoint: each seed's gradient is that of its own loss
+                    victim_grad_norm = torch.stack([p.grad.flatten(1).norm(dim=1) for p in learner.actor.parameters()]).norm(dim=0)
+                    if args.max_grad_norm > 0:
+                        clip_grad_norm_per_seed(learner.actor.parameters(), args.max_grad_norm)
+                        clip_grad_norm_per_seed(learner.critic.parameters(), args.max_grad_norm)
+                        if adversary is not None:
+                            clip_grad_norm_per_seed(adversary.actor.parameters(), args.max_grad_norm)
+                            clip_grad_norm_per_seed(adversary.critic.parameters(), args.max_grad_norm)
+                    optimizer.step()
+
+                if args.target_kl is not None and approx_kl.item() > args.target_kl:
+                    break
+
+            y_pred, y_true = b_values.numpy(), b_returns.numpy()
+            var_y = np.var(y_true, axis=1)
+            explained_var = np.where(var_y == 0, np.nan, 1 - np.var(y_true - y_pred, axis=1) / np.where(var_y == 0, 1, var_y))
+
+            # TRY NOT TO MODIFY: record rewards for plotting purposes. score = wins - losses of agent 0 over its last 100
+            # games: the victim's value against alpha (Fig. 4a)
+            recent = [np.array(o[-100:]) if o else np.full(1, np.nan) for o in outcomes]
+            sps = int((global_step - start_step) * N / (time.time() - start_time))
+            metrics = {
+                "charts/phase": phase,
+                "charts/shaping": shaping,
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "charts/score": [float(np.mean(r)) for r in recent],
+                "charts/win_rate": [float(np.mean(r == 1)) if o else math.nan for r, o in zip(recent, outcomes)],
+                "charts/draw_rate": [float(np.mean(r == 0)) if o else math.nan for r, o in zip(recent, outcomes)],
+                "charts/loss_rate": [float(np.mean(r == -1)) if o else math.nan for r, o in zip(recent, outcomes)],
+                "losses/value_loss": v_loss.detach(),
+                "losses/policy_loss": pg_loss.detach(),
+                "losses/entropy": entropy_loss.detach(),
+                "losses/old_approx_kl": old_approx_kl,
+                "losses/approx_kl": approx_kl,
+                "losses/clipfrac": torch.stack(clipfracs).mean(0),
+                "losses/explained_variance": explained_var,
+                "adversary/share": b_attacked.mean(1),  # of agent 1's steps, the attacker's
+                "adversary/loss": attacker_loss.detach() if adversary is not None else math.nan,
+                "adversary/victim_grad_norm": victim_grad_norm,  # the paper's Fig. 4b
+                "charts/SPS": sps,
+            }
+            if opponent == "pool":
+                metrics["fictitious/pool_size"] = [len(p.members) for p in pools]
+            for tag, value in metrics.items():  # per-seed tensors, arrays and lists go to their seed's run, numbers to all
+                values = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value if isinstance(value, list) else [value] * N
+                for n in range(N):
+                    log(n, tag, values[n], global_step)
+            score = float(np.mean([np.mean(r) for r, o in zip(recent, outcomes) if o])) if any(outcomes) else math.nan
+            pbar.update(E * T)
+            pbar.set_postfix(phase=phase, score=f"{score:.2f}", sps=sps, refresh=False)
+            if not show_bar and (iteration == 1 or iteration % max(1, num_iterations[phase] // 20) == 0 or iteration == num_iterations[phase]):
+                eta = (num_iterations[phase] - iteration) * E * T * N / max(sps, 1)
+                print(f"phase {phase} iter {iteration}/{num_iterations[phase]} step {global_step} score(last100) {score:.2f} SPS {sps} ETA {eta/60:.1f} min", flush=True)
+            if args.save_model and ((args.save_every and iteration % args.save_every == 0) or interrupt.signum or iteration == num_iterations[phase]):
+                # phase 1 writes the benign policy in the common format; phase 2 the victim, with benign/ (and adversary/)
+                paths = benign_paths if phase == 1 else ckpt_paths
+                for n in range(N):
+                    save_checkpoint(paths[n], learner, n, dataclasses.replace(seed_args[n], defense="self_play") if phase == 1 else seed_args[n], global_step)
+                interrupt.saved = paths[0] if N == 1 else f"{paths[0]} and the other {N - 1} seeds'"
+            if interrupt.signum:
+                pbar.close()
+                for writer in writers:
+                    writer.close()
+                saved = f"saved {interrupt.saved}" if args.save_model else "nothing saved (--no-save-model)"
+                how = f"--benign {' '.join(args.benign or benign_paths)} skips phase 1" if phase == 2 else "phase 1 had not finished"
+                print(f"interrupted at step {global_step} (phase {phase}); {saved}; a sumo run cannot be resumed: start again ({how})", file=sys.stderr, flush=True)
+                sys.exit(128 + interrupt.signum)
+    interrupt.in_loop = False
+    pbar.close()
+
+    if args.save_model:
+        for n in range(N):
+            print(f"{prefix[n]}benign policy {'from ' + args.benign[n if len(args.benign) > 1 else 0] if args.benign else 'saved to ' + benign_paths[n]}; "
+                  f"model saved to {ckpt_paths[n]}")
+    if args.eval_episodes > 0:
+        from eval_attacks import evaluate_arena
+
+        for n, seed in enumerate(seeds):  # seed n's frozen victim against its benign policy, as eval_attacks.py plays them
+            scores = evaluate_arena(agent.policy(n, args), benign.policy(n, args), args.env_id, episodes=args.eval_episodes, seed=seed + 10_000)
+            rates = {k: float(np.mean(scores == v)) for k, v in OUTCOME_SCORE.items()}
+            for k, v in rates.items():
+                log(n, f"eval/{k}_rate", v, global_step)
+            print(f"{prefix[n]}eval against the benign policy: win {rates['win']:.2f} draw {rates['draw']:.2f} loss {rates['loss']:.2f} over {args.eval_episodes} games")
+    for envs_n in envs:
+        for env in envs_n:
+            env.close()
+    for writer, run in zip(writers, wandb_runs):
+        writer.close()
+        if run is not None:
+            run.finish()
+
+
 if __name__ == "__main__":
     interrupt = Interrupt()
     quiet_warnings()
     args = tyro.cli(Args)
     if args.env_id == "kuhn" and not args.resume:  # the tabular setting: its own loop (below), no env, no checkpoint
         train_kuhn(resolve_args(args))
+        sys.exit(0)
+    if args.env_id.startswith("sumo"):  # the two-agent arena: its own loop (above), two phases
+        train_sumo(resolve_args(args))
         sys.exit(0)
     resume = None
     if args.resume:

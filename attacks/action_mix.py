@@ -7,7 +7,13 @@ the victim's normalized observation x, paid minus the victim's reward, trained a
 (attacks/ppo_adversary.py); its policy loss counts only the steps it acted (its critic learns from all). At attack
 time it plays its mean. An action attack: it perturbs no observation; eval_attacks.evaluate calls
 `act(x, victim_actions, gens)`, and each coin is drawn from the episode's generator (batched equals one by one).
+
+ArenaActionMixAttack is the same attack in the two-agent sumo arena (envs/sumo.py), the paper's own setting: the
+adversary takes over agent 1, whose benign policy otherwise acts, against the frozen victim playing agent 0. It sees
+agent 1's observation through the benign policy's normalizer, and eval_attacks.evaluate_arena calls
+`act(x1, benign_actions, gens)`.
 """
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -79,5 +85,68 @@ class ActionMixAttack:
 
     def load(self, path):
         load_network(path, self.name, self.policy, self.epsilon, self.agent, "adversary network")
+        self.fitted = True
+        return self
+
+
+class SumoVersusVictim(gym.Env):
+    """The sumo arena as agent 1 sees it, with the frozen victim playing agent 0 deterministically (its mean on its
+    own normalized observation): observation = agent 1's raw observation, action = agent 1's, reward = the victim's
+    (attacks.ppo_adversary.train_ppo pays the adversary minus it). The game's end is a termination (a rule of the
+    game; time left is observed). The shaping coefficient falls from 1 to 0 over the first `shaping_anneal` of
+    `total_steps` steps of this env, as in the victim's training (two_timescale_adv.py)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, body, victim, total_steps, shaping_anneal):
+        from envs.sumo import parallel_env
+
+        self.sumo = parallel_env(body)
+        self.observation_space, self.action_space = self.sumo.observation_space("agent1"), self.sumo.action_space("agent1")
+        self.victim_mean, self.victim_normalize = numpy_mlp(victim.actor), numpy_normalizer(victim.obs_norm)
+        self.total_steps, self.shaping_anneal, self.steps = total_steps, shaping_anneal, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        obs = self.sumo.reset_array(seed)
+        self.victim_obs = obs[0]
+        return obs[1], {}
+
+    def step(self, action):
+        anneal = self.shaping_anneal * self.total_steps
+        self.sumo.set_shaping(max(0.0, 1.0 - self.steps / anneal) if anneal > 0 else 0.0)
+        self.steps += 1
+        victim = self.victim_mean(self.victim_normalize(self.victim_obs[None]))[0]
+        obs, (r0, _), done = self.sumo.step_array(np.stack([np.clip(victim, -1.0, 1.0), np.clip(action, -1.0, 1.0)]))
+        self.victim_obs = obs[0]
+        return obs[1], r0, done, False, {"outcome": self.sumo.outcomes[0]} if done else {}
+
+
+class ArenaActionMixAttack(ActionMixAttack):
+    """action_mix in the sumo arena: with probability eps_pi per step the adversary's action, else the benign
+    policy's, is agent 1's; the victim (agent 0) is frozen. `policy` stays the victim (the cache and the saved file are
+    keyed by its hash); the benign policy's hash, the arena and the shaping schedule join the settings."""
+
+    def __init__(self, victim, benign, env_id, eps_pi, shaping_anneal=0.5, **ppo):
+        super().__init__(victim, eps_pi, **ppo)
+        self.benign, self.env_id, self.shaping_anneal = benign, env_id, float(shaping_anneal)
+        self.settings.update(env_id=env_id, benign_hash=policy_hash(benign), shaping_anneal=self.shaping_anneal)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        from gymnasium.envs.registration import EnvSpec
+
+        self.agent = self._new_agent(seed)
+        benign = numpy_mlp(self.benign.actor)
+        coins = np.random.default_rng([seed, 2])  # a stream of its own: the PPO learner's draws stay as they are
+
+        def agent1_action(x, a):  # x: agent 1's observation through the benign normalizer
+            acted = coins.random(len(x)) < self.eps_pi
+            return np.where(acted[:, None], a, benign(x)), acted
+
+        # train_ppo makes its envs with gym.make(env_id), which also takes an EnvSpec: the arena with this victim in it
+        spec = EnvSpec(f"{env_id}-versus-victim", entry_point=SumoVersusVictim, disable_env_checker=True,
+                       kwargs=dict(body=env_id.split("-", 1)[1], victim=self.policy, total_steps=steps // self.cfg.num_envs,
+                                   shaping_anneal=self.shaping_anneal))
+        self.log = train_ppo(self.agent, spec, steps, seed, numpy_normalizer(self.benign.obs_norm), agent1_action, self.cfg, progress, desc=NAME)
         self.fitted = True
         return self

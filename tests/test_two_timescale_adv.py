@@ -73,7 +73,7 @@ def test_sampled_gradients_estimate_the_exact_ones():
     assert np.abs(g_victim).max() > 0.1 and np.abs(g_adversary).max() > 0.05  # not trivially zero
 
 
-@pytest.mark.parametrize("flags,message", [(("--env-id", "sumo-puck"), "sumo arena"), (("--eps-pi", 1.5), "--eps-pi"),
+@pytest.mark.parametrize("flags,message", [(("--env-id", "sumo-frog"), "unknown sumo arena"), (("--eps-pi", 1.5), "--eps-pi"),
                                            (("--num-seeds", 2, "--save-policy", "x.json"), "--save-policy"),
                                            (("--timescale-ratio", 0), "--timescale-ratio"), (("--victim-player", 3), "--victim-player")])
 def test_bad_input_exit_2(tmp_path, flags, message):

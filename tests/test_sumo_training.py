@@ -1,0 +1,258 @@
+"""two_timescale_adv.py --env-id sumo-puck|sumo-ant and the arena path of eval_attacks.py: every defense trains and
+writes a checkpoint that eval_attacks reads (win / loss / draw rates summing to 1, eps_pi 0 = the natural row); the
+coin hands agent 1 to the attacker eps_pi of the time; the benign policy stays frozen in phase 2; the attacker's
+policy loss counts only its own steps; fictitious play draws from its reservoir; W2 (attacks/stealth.py) is 0 for
+identical samples and shift^2 for shifted Gaussians; bad flags end with one line and status 2."""
+import dataclasses
+import glob
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from conftest import one_line_error, run
+
+import eval_attacks
+import two_timescale_adv as T
+from attacks.stealth import stealth, wasserstein_1d
+
+TINY = ("--env-id", "sumo-puck", "--benign-timesteps", 512, "--total-timesteps", 512, "--num-steps", 128, "--num-minibatches", 4,
+        "--update-epochs", 2, "--eval-episodes", 0, "--progress", "False")
+DEFENSES = ("two_timescale", "single", "none", "self_play", "fictitious_play")
+
+
+def tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+# ---- W2 and the stealth measure ----
+
+
+def test_w2_is_zero_for_identical_samples_and_shift_squared_for_shifted_gaussians():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    assert wasserstein_1d(x, x) == 0.0
+    assert wasserstein_1d(x, x + 0.7) == pytest.approx(0.49, abs=1e-12)  # the same draws shifted: exactly shift^2
+    # independent samples of N(0, 1) and N(0.7, 1), of other sizes: W2^2 = 0.49 up to sampling noise
+    assert wasserstein_1d(rng.normal(size=40_000), rng.normal(0.7, 1.0, size=30_000)) == pytest.approx(0.49, abs=0.02)
+    # p = 1 through the same quantile functions is scipy's W1, for samples of different sizes
+    u, v = rng.normal(size=1000), rng.exponential(size=777)
+    assert wasserstein_1d(u, v, p=1) == pytest.approx(scipy.stats.wasserstein_distance(u, v), rel=1e-12)
+    with pytest.raises(ValueError):
+        wasserstein_1d([], [1.0])
+
+
+def test_stealth_ranks_features_by_variance_and_sums_their_w2():
+    rng = np.random.default_rng(1)
+    natural = rng.normal(size=(4000, 4)) * np.array([1.0, 3.0, 0.1, 2.0])
+    attacked = natural + np.array([0.5, 0.0, 5.0, 0.0])  # feature 2 moves most, but its variance is the smallest
+    out = stealth(natural, attacked, k=2, natural_halves=(natural[::2], natural[1::2]), exclude=[3])
+    assert out["features"] == [1, 0] and out["excluded"] == [3]
+    assert out["w2_squared"] == pytest.approx(0.25, abs=1e-9) and out["w2_squared_per_feature"] == pytest.approx([0.0, 0.25], abs=1e-9)
+    assert 0 < out["floor"] < 0.05
+
+
+# ---- the pieces of the training loop ----
+
+
+def test_attacker_policy_loss_counts_only_its_own_steps():
+    """adversary_loss: with no step of its own the attacker's actor gets no gradient at all, and what happened on the
+    steps it did not act (its actions, their log-probs) does not change its actor's gradient; its critic learns from
+    every step."""
+    args = T.Args(hidden_sizes=(8, 8), init_std=1.0, clip_vloss=True, ent_coef=0.0)
+    adversary = T.Adversary(5, 3, args, [torch.Generator().manual_seed(0)])
+    g = torch.Generator().manual_seed(1)
+    obs, actions = torch.randn(1, 64, 5, generator=g), torch.randn(1, 64, 3, generator=g)
+    logprobs, advantages = torch.randn(1, 64, generator=g) - 3.0, torch.randn(1, 64, generator=g)
+    returns, values = torch.randn(1, 64, generator=g), torch.randn(1, 64, generator=g)
+    acted = (torch.rand(1, 64, generator=g) < 0.3).float()
+
+    def grads(actions, logprobs, returns, acted):
+        adversary.zero_grad()
+        T.adversary_loss(adversary, obs, actions, logprobs, advantages, returns, values, acted, args).sum().backward()
+        return [p.grad.clone() for p in adversary.actor.parameters()], [p.grad.clone() for p in adversary.critic.parameters()]
+
+    actor, critic = grads(actions, logprobs, returns, acted)
+    assert any(a.abs().sum() > 0 for a in actor)
+    other = acted == 0  # change everything the attacker's policy saw on the steps it did not act
+    actor2, critic2 = grads(torch.where(other[..., None], actions + 5.0, actions), torch.where(other, logprobs - 1.0, logprobs),
+                            torch.where(other, returns + 1.0, returns), acted)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor, actor2))
+    assert any(not torch.allclose(a, b) for a, b in zip(critic, critic2))
+    none, critic0 = grads(actions, logprobs, returns, torch.zeros_like(acted))
+    assert all(torch.count_nonzero(a) == 0 for a in none) and any(c.abs().sum() > 0 for c in critic0)
+
+
+def test_fictitious_pool_is_a_uniform_sample_of_every_iterate():
+    rng = np.random.default_rng(0)
+    kept = np.zeros(100)
+    for _ in range(2000):  # 100 iterates through a pool of 10: each stays with probability 10 / 100
+        pool = T.FictitiousPool(10)
+        for t in range(100):
+            pool.add(t, rng)
+        assert len(pool.members) == 10 and pool.seen == 100
+        kept[pool.members] += 1
+    assert np.all(np.abs(kept / 2000 - 0.1) < 0.035)  # 5 binomial standard deviations
+    pool = T.FictitiousPool(5)
+    for t in range(3):
+        pool.add(t, rng)
+    draws = [pool.sample(rng) for _ in range(3000)]
+    assert set(draws) == {0, 1, 2} and all(abs(draws.count(t) / 3000 - 1 / 3) < 0.04 for t in range(3))
+
+
+def test_snapshot_acts_like_the_frozen_policy():
+    """A fictitious-play opponent (a numpy snapshot on raw observations) plays the mean the checkpoint's policy plays."""
+    args = T.Args(hidden_sizes=(16, 16), init_std=0.5, defense="none")
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    agent = T.Agent(15, 3, args, gens)
+    agent.obs_norm.update(np.random.default_rng(0).normal(2.0, 3.0, size=(2, 50, 15)))
+    raw = np.random.default_rng(1).normal(2.0, 3.0, size=15)
+    for n in range(2):
+        policy = agent.policy(n, args)
+        expected = policy.actor(torch.from_numpy(policy.normalize(raw[None]))).detach().numpy()[0]
+        np.testing.assert_allclose(T.snapshot_action(T.actor_snapshot(agent, n), raw, np.zeros(3, np.float32)), expected, atol=1e-5)
+
+
+# ---- the arena evaluation ----
+
+
+@pytest.fixture(scope="module")
+def arena_policies():
+    """An untrained victim and benign policy (the Policy objects eval_attacks builds from a sumo checkpoint)."""
+    args = T.Args(hidden_sizes=(16, 16), init_std=1.0, defense="none")
+    agent = T.Agent(15, 3, args, [torch.Generator().manual_seed(s) for s in (5, 6)])
+    with torch.no_grad():
+        for layer in agent.actor.layers:  # weights large enough to move the pucks (the init's last layer is tiny)
+            layer.weight.mul_(30.0)
+    return agent.policy(0, args), agent.policy(1, args)
+
+
+def test_arena_evaluation_is_batch_invariant_and_the_coin_takes_eps_pi(arena_policies):
+    from attacks.action_mix import ArenaActionMixAttack
+
+    victim, benign = arena_policies
+    attack = ArenaActionMixAttack(victim, benign, "sumo-puck", 0.3)
+    attack.fitted = True  # an untrained adversary: its actions differ from the benign policy's
+    one = eval_attacks.evaluate_arena(victim, benign, "sumo-puck", episodes=6, seed=3, num_envs=1, attack=attack)
+    assert 0.27 < attack.taken / attack.decisions < 0.33  # a few thousand coins
+    batched = eval_attacks.evaluate_arena(victim, benign, "sumo-puck", episodes=6, seed=3, attack=attack)
+    assert np.array_equal(one, batched) and set(one) <= {-1, 0, 1}
+    zero = ArenaActionMixAttack(victim, benign, "sumo-puck", 0.0)
+    zero.fitted = True
+    observations = []
+    natural = eval_attacks.evaluate_arena(victim, benign, "sumo-puck", episodes=6, seed=3, observations=observations)
+    assert np.array_equal(eval_attacks.evaluate_arena(victim, benign, "sumo-puck", episodes=6, seed=3, attack=zero), natural)
+    assert len(observations) == 6 and all(o.ndim == 2 and o.shape[1] == 15 for o in observations)
+
+
+# ---- smoke runs (subprocesses) ----
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny runs of every defense: two_timescale trains phase 1 (self-play) and phase 2; the others start from its
+    benign policy (--benign). Returns the folder and {defense: (run folder, checkpoint)}."""
+    base = tmp_path_factory.mktemp("sumo")
+    out = {}
+    for defense in DEFENSES:
+        cwd = base / defense
+        cwd.mkdir()
+        extra = () if defense == "two_timescale" else ("--benign", out["two_timescale"][0] / "benign.safetensors")
+        proc = run("two_timescale_adv.py", *TINY, "--defense", defense, "--eps-pi", 0.3, "--pool-size", 2, *extra, cwd=cwd, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = glob.glob(str(cwd / "runs" / "sumo-puck__two_timescale_adv__1__*" / "two_timescale_adv.safetensors"))
+        out[defense] = (type(base)(os.path.dirname(path)), path)
+    return base, out
+
+
+@pytest.mark.slow
+def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_path):
+    from attacks.checkpoint import load_checkpoint
+
+    _, runs = trained
+    for defense, (folder, path) in runs.items():
+        _, meta = load_checkpoint(path)
+        keys = set(tensors(path))
+        assert meta["env_id"] == "sumo-puck" and meta["args"]["defense"] == defense and meta["obs_dim"] == 15 and meta["act_dim"] == 3
+        assert {"benign/actor.layers.0.weight", "benign/obs_norm.mean", "critic/layers.0.weight"} <= keys
+        assert any(k.startswith("adversary/") for k in keys) == (defense in ("single", "two_timescale"))
+    # eps_pi 0: the fresh attacker never acts, so its row is the natural row game for game
+    args = eval_attacks.Args(model=tuple(p for _, p in runs.values()), attacks=("action_mix",), eps_pi=0.0, action_mix_steps=2048, episodes=8,
+                             json=str(tmp_path / "eval.json"), progress=False)
+    results = eval_attacks.main(args)["results"]
+    assert [r["model"] for r in results] == list(args.model) and os.path.exists(tmp_path / "eval.json")
+    for r in results:
+        for row in (r["natural"], r["attacks"]["action_mix"]):
+            assert row["win"] + row["loss"] + row["draw"] == pytest.approx(1.0) and len(row["returns"]) == 8
+        assert r["attacks"]["action_mix"]["returns"] == r["natural"]["returns"] and r["attacks"]["action_mix"]["attacker_share"] == 0.0
+        assert r["stealth"]["w2_squared"] == 0.0 and 14 not in r["stealth"]["features"]  # the clock is left out
+    assert glob.glob(str(runs["none"][0] / "two_timescale_adv.safetensors.attacks" / "action_mix-*.safetensors"))  # cached
+
+
+@pytest.mark.slow
+def test_the_coin_gives_the_attacker_eps_pi_of_agent_1s_steps(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, runs = trained
+    acc = EventAccumulator(glob.glob(str(runs["two_timescale"][0] / "events.out.tfevents.*"))[0])
+    acc.Reload()
+    phases = [e.value for e in acc.Scalars("charts/phase")]
+    shares = [e.value for e, p in zip(acc.Scalars("adversary/share"), phases) if p == 2]
+    assert phases == [1.0] * 4 + [2.0] * 4 and len(shares) == 4
+    assert 0.2 < np.mean(shares) < 0.4  # 512 coins at 0.3: 4.9 binomial standard deviations
+    assert [e.value for e in acc.Scalars("charts/shaping")] == [1.0, 0.5, 0.0, 0.0] * 2  # --shaping-anneal 0.5 of each phase
+    pool = EventAccumulator(glob.glob(str(runs["fictitious_play"][0] / "events.out.tfevents.*"))[0])
+    pool.Reload()
+    assert [e.value for e in pool.Scalars("fictitious/pool_size")] == [1.0, 2.0, 2.0, 2.0]  # --pool-size 2
+
+
+@pytest.mark.slow
+def test_the_benign_policy_stays_frozen_in_phase_2(trained):
+    _, runs = trained
+    folder, path = runs["two_timescale"]
+    phase1, final = tensors(folder / "benign.safetensors"), tensors(path)
+    assert sorted(k for k in phase1 if k.startswith(("actor/", "critic/", "obs_norm/"))) == sorted(phase1)
+    for k, v in phase1.items():
+        assert torch.equal(final["benign/" + k.replace("/", ".", 1)], v), k
+    assert not torch.equal(final["actor/layers.0.weight"], phase1["actor/layers.0.weight"])  # the victim did move
+    for defense in DEFENSES[1:]:  # the --benign runs carry the very same benign policy
+        final = tensors(runs[defense][1])
+        assert all(torch.equal(final["benign/" + k.replace("/", ".", 1)], v) for k, v in phase1.items())
+
+
+def test_bad_sumo_flags_one_line_exit_2(tmp_path):
+    assert "unknown sumo arena 'sumo-frog'" in one_line_error(run("two_timescale_adv.py", "--env-id", "sumo-frog", cwd=tmp_path, timeout=60))
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(shaping_anneal=1.5), "--shaping-anneal"),
+    (dict(defense="min_oracle"), "best-response oracle"),
+    (dict(benign=("nowhere.safetensors",)), "no such file"),
+    (dict(benign=("a", "b", "c"), num_seeds=2), "one per seed"),
+    (dict(resume="x.safetensors"), "cannot be resumed"),
+    (dict(epsilon=0.1), "--eps-pi"),
+    (dict(env_id="Hopper-v4", defense="self_play"), "sumo arena"),
+    (dict(env_id="kuhn", defense="fictitious_play"), "sumo arena"),
+])
+def test_bad_flags_in_process(capsys, changes, message):
+    args = dataclasses.replace(T.Args(env_id="sumo-puck"), **changes)
+    with pytest.raises(SystemExit) as e:
+        T.resolve_args(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.slow
+def test_eval_attacks_refuses_observation_attacks_and_other_envs_on_arena_checkpoints(trained, capsys):
+    _, runs = trained
+    path = runs["none"][1]
+    for changes, message in [(dict(attacks=("fast",)), "action_mix only"), (dict(env_id="sumo-ant"), "not sumo-ant"),
+                             (dict(env_id="Hopper-v4"), "checkpoint is for sumo-puck"), (dict(epsilons=(0.1,)), "--eps-pi")]:
+        with pytest.raises(SystemExit) as e:
+            eval_attacks.main(eval_attacks.Args(model=(path,), **{"attacks": ("action_mix",), **changes}))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1].startswith("error: ") and message in err[-1], err
