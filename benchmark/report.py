@@ -69,6 +69,8 @@ CELLS = [
     Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("HalfCheetah-v4", "ARPO", full="grid/arppo__nog__HalfCheetah-v4__3.json", note=ARPO_NOTE),
+    Cell("HalfCheetah-v4", "SA-PPO", select="select/sappo__kappa0.1__HalfCheetah-v4.json", full="full/sappo__kappa0.1__HalfCheetah-v4.json",
+         curves="curves/sappo__kappa0.1__HalfCheetah-v4.json"),
     Cell("HalfCheetah-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__HalfCheetah-v4.json", full="full/barppo__kappa0.3__HalfCheetah-v4.json",
          curves="curves/barppo__kappa0.3__HalfCheetah-v4.json"),
     Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json",
