@@ -60,24 +60,26 @@ class Cell:
     """JSON with the selected agent's full evaluation"""
     curves: Optional[str] = None
     """JSON of the seeds' learning curves (benchmark/curves.py)"""
+    sweep: Optional[str] = None
+    """JSON of an eps sweep of the cell's agent (`eval_attacks.py --epsilons ... --json`)"""
     note: str = ""
 
 
 ARPO_NOTE = ("`arppo.py --no-guidance`, the median of 3 seeds by natural return (closing evaluation), not by the paper's "
              "selection; trained before the --num-seeds version of the script (the same algorithm)")
 CELLS = [
-    Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json",
+    Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json", sweep="sweep/ppo_continuous__HalfCheetah-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("HalfCheetah-v4", "ARPO", full="grid/arppo__nog__HalfCheetah-v4__3.json", note=ARPO_NOTE),
     Cell("HalfCheetah-v4", "SA-PPO", select="select/sappo__kappa0.1__HalfCheetah-v4.json", full="full/sappo__kappa0.1__HalfCheetah-v4.json",
          curves="curves/sappo__kappa0.1__HalfCheetah-v4.json"),
     Cell("HalfCheetah-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__HalfCheetah-v4.json", full="full/barppo__kappa0.3__HalfCheetah-v4.json",
-         curves="curves/barppo__kappa0.3__HalfCheetah-v4.json"),
-    Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json",
+         curves="curves/barppo__kappa0.3__HalfCheetah-v4.json", sweep="sweep/barppo__kappa0.3__HalfCheetah-v4.json"),
+    Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json", sweep="sweep/ppo_continuous__Hopper-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("Hopper-v4", "ARPO", full="grid/arppo__nog__Hopper-v4__1.json", note=ARPO_NOTE),
     Cell("Hopper-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__Hopper-v4.json", full="full/barppo__kappa0.3__Hopper-v4.json",
-         curves="curves/barppo__kappa0.3__Hopper-v4.json"),
+         curves="curves/barppo__kappa0.3__Hopper-v4.json", sweep="sweep/barppo__kappa0.3__Hopper-v4.json"),
 ]
 
 
@@ -155,11 +157,15 @@ def provenance(doc):
 
 def build(args):
     """(RESULTS summary markdown, README table markdown, plot data)."""
-    rows, sel_tables, iqm_rows, sources, plot_data, curve_data = [], [], [], [], {}, {}
+    rows, sel_tables, iqm_rows, sources, plot_data, curve_data, sweep_data = [], [], [], [], {}, {}, {}
     for cell in CELLS:
         curves = load(cell.curves)
         if curves is not None:
             curve_data.setdefault(cell.env, []).append((cell.method, curves))
+        sweep = load(cell.sweep)
+        if sweep is not None:
+            sweep_data.setdefault(cell.env, []).append((cell.method, sweep_points(sweep)))
+            sources.append(f"{cell.method}, {cell.env}, eps sweep: {provenance(sweep)}")
         sel, full = load(cell.select), load(cell.full)
         if sel is None and full is None:
             continue
@@ -233,11 +239,14 @@ def build(args):
         summary += ["", "Learning curves: " + ", ".join(f"`benchmark/results/report/learning_curves__{env}.png`" for env in curve_data)
                     + " (training episodic return, mean over seeds with the min-max band; from `benchmark/curves.py` extracts"
                     " of the runs' TensorBoard events: " + ", ".join(f"`benchmark/results/{c.curves}`" for c in CELLS if load(c.curves)) + ")."]
+    if sweep_data:
+        summary += ["", "Eps curves: " + ", ".join(f"`benchmark/results/report/eps_curves__{env}.png`" for env in sweep_data)
+                    + " (the agent's return under the worst of the attacks swept, against the l_inf budget)."]
     readme = ["| env | method | natural | worst (attack) | paper natural / worst |", "|---|---|---|---|---|"]
     for row in rows:
         c = [x.strip() for x in row.strip("|").split("|")]
         readme.append(f"| {c[0]} | {c[1]} | {c[4]} | {c[11]} | {c[15]} |")
-    return "\n".join(summary), "\n".join(readme), (plot_data, curve_data)
+    return "\n".join(summary), "\n".join(readme), (plot_data, curve_data, sweep_data)
 
 
 def splice(text, block, path, name=""):
@@ -247,6 +256,16 @@ def splice(text, block, path, name=""):
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{block}\n{end}{tail}"
+
+
+def sweep_points(doc):
+    """[(eps, natural, worst over the attacks run, its name)] of a one-model eps sweep, by eps."""
+    (points,) = doc["sweep"].values()
+    out = []
+    for r in points:
+        worst = min(r["attacks"], key=lambda a: r["attacks"][a]["mean"]) if r["attacks"] else None
+        out.append((r["epsilon"], r["natural"]["mean"], r["attacks"][worst]["mean"] if worst else None, worst))
+    return sorted(out)
 
 
 def mean_band(runs, tag, grid):
@@ -261,7 +280,7 @@ def mean_band(runs, tag, grid):
 
 
 def plot(data):
-    plot_data, curve_data = data
+    plot_data, curve_data, sweep_data = data
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,6 +315,17 @@ def plot(data):
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"learning_curves__{env}.png"), dpi=120)
         plt.close(fig)
+    for env, cells in sweep_data.items():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for method, points in cells:
+            ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=method)
+        ax.set_xlabel("eps (l_inf, normalized observation)")
+        ax.set_ylabel("return under the worst attack swept")
+        ax.set_title(env)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"eps_curves__{env}.png"), dpi=120)
+        plt.close(fig)
 
 
 def main(args):
@@ -320,7 +350,7 @@ def main(args):
             sys.exit(1)
         print("RESULTS.md and README.md are up to date")
         return
-    if args.plots and (plot_data[0] or plot_data[1]):
+    if args.plots and any(plot_data):
         plot(plot_data)
     if args.plots and pruning_plots:
         plot_pruning(pruning_plots)

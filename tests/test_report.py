@@ -111,3 +111,11 @@ def test_pruning_sweet_spots(tmp_path):
     assert "| magnitude | 50% | 1.00 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
     assert "| magnitude | 0.5 | 1 | 1 | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
     assert len(plots["Hopper-v4"]) == 5
+
+
+def test_sweep_points_take_the_worst_attack_per_eps():
+    def point(eps, natural, **attacks):
+        return {"epsilon": eps, "natural": {"mean": natural}, "attacks": {a: {"mean": v} for a, v in attacks.items()}}
+
+    doc = {"sweep": {"m.safetensors": [point(0.1, 900, random=800, mad=300), point(0.0, 1000, random=1000, mad=1000), point(0.2, 950, random=100, mad=200)]}}
+    assert report.sweep_points(doc) == [(0.0, 1000, 1000, "random"), (0.1, 900, 300, "mad"), (0.2, 950, 100, "random")]
