@@ -71,7 +71,7 @@ import torch
 import torch.nn as nn
 import tyro
 
-from envs import kuhn, quiet_warnings
+from envs import quiet_warnings  # envs.kuhn (scipy) is imported by the Kuhn path alone: the MuJoCo path starts faster
 
 # Per-environment defaults. Learning rates, initial std and value clipping are the SA-PPO vanilla-PPO
 # configs (config_{hopper,walker,halfcheetah}_vanilla_ppo.json); eps (the attack budget, l_inf in
@@ -182,6 +182,8 @@ class Args:
     per-env --learning-rate, and the attacker's follows; Kuhn default 0.1)"""
     timescale_ratio: float = 10.0
     """attacker lr / victim lr (Algorithm 2 needs it >> 1; single: the attacker at the victim's lr)"""
+    fused_update: bool = True
+    """MuJoCo: victim and attacker as one stacked network (one forward per rollout step, one forward and backward per minibatch); --no-fused-update: two networks, the reference path (same results)"""
     oracle_iters: int = 1
     """Kuhn: attacker gradient steps per victim step (single, two_timescale; min_oracle's attacker is exact)"""
     iterations: int = 2000
@@ -335,6 +337,8 @@ def resolve_sumo_args(args):
 
 
 def resolve_kuhn_args(args):
+    from envs import kuhn
+
     if args.attacker_lr is None:
         args.attacker_lr = 0.1
     if not 0 <= args.eps_pi <= 1:
@@ -373,6 +377,14 @@ def make_env(env_id, seed):
     return thunk
 
 
+def linear(x, weight, bias):
+    """A Linear layer's arithmetic for a stacked weight [N, out, in] and bias [N, out]."""
+    if weight.shape[1] == 1:
+        # bmm takes a gemv path at N = 1 that rounds differently from N > 1; multiply-and-sum is the same for any N
+        return (x * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
 class Linear(nn.Module):
     """One nn.Linear per seed, stacked: weight [N, out, in] (each seed's is nn.Linear's layout), bias [N, out];
     x [N, B, in] -> [N, B, out], row block n through seed n's layer. Orthogonal init from each seed's own generator,
@@ -387,10 +399,20 @@ class Linear(nn.Module):
     def forward(self, x, seed=None):
         """seed=n: x [1, B, in] through seed n's layer alone."""
         weight, bias = (self.weight, self.bias) if seed is None else (self.weight[seed : seed + 1], self.bias[seed : seed + 1])
-        if self.out_features == 1:
-            # bmm takes a gemv path at N = 1 that rounds differently from N > 1; multiply-and-sum is the same for any N
-            return (x * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return linear(x, weight, bias)
+
+
+def numpy_mlp(layers, activation):
+    """A numpy copy of a stacked MLP's forward, from its layers' (weight [N, out, in], bias [N, out]) arrays."""
+    weights = [(w.transpose(0, 2, 1).copy(), b[:, None].copy()) for w, b in layers]
+    act = np.tanh if activation is torch.tanh else (lambda h: np.maximum(h, 0.0))
+
+    def mean(x):
+        for w, b in weights[:-1]:
+            x = act(x @ w + b)
+        return x @ weights[-1][0] + weights[-1][1]
+
+    return mean
 
 
 class MLP(nn.Module):
@@ -473,15 +495,7 @@ class Agent(nn.Module):
 
     def numpy_actor(self):
         """A numpy copy of the mean head for the rollout: one small MLP per env step is ~10x cheaper in numpy."""
-        weights = [(layer.weight.detach().numpy().transpose(0, 2, 1).copy(), layer.bias.detach().numpy()[:, None].copy()) for layer in self.actor.layers]
-        act = np.tanh if self.actor.act is torch.tanh else (lambda h: np.maximum(h, 0.0))
-
-        def mean(x):
-            for w, b in weights[:-1]:
-                x = act(x @ w + b)
-            return x @ weights[-1][0] + weights[-1][1]
-
-        return mean
+        return numpy_mlp([(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in self.actor.layers], self.actor.act)
 
     def seed_state_dict(self, n):
         """Seed n's tensors in the single-seed checkpoint layout (e.g. actor.layers.0.weight [out, in])."""
@@ -513,6 +527,49 @@ class Adversary(nn.Module):
     get_value = Agent.get_value
     get_action_and_value = Agent.get_action_and_value
     numpy_actor = Agent.numpy_actor
+
+
+class StackedMLP:
+    """MLPs of the same sizes (each itself stacked over seeds) run as one: layer i's weight and bias are the
+    concatenation of theirs along the seed dim, taken anew at every call, so rows [k N, (k + 1) N) of the input go
+    through mlps[k]. Each MLP keeps its own parameters (and Adam state and learning rate): the gradient flows back
+    through cat to each. Why: at 64-64 a layer costs per call, not per FLOP, so one baddbmm for two networks costs
+    about what one does; bmm and the per-row reductions are batch-invariant, so each row computes the same bits as
+    its own network alone. A plain class holding the parameter tensors: nn.Module's attribute lookup costs here."""
+
+    def __init__(self, mlps):
+        self.layers = [([m.layers[i].weight for m in mlps], [m.layers[i].bias for m in mlps]) for i in range(len(mlps[0].layers))]
+        self.log_stds = [m.log_std for m in mlps] if hasattr(mlps[0], "log_std") else None
+        self.act = mlps[0].act
+
+    def stacked(self):
+        """Per layer (weight [K N, out, in], bias [K N, out]), with the autograd graph back to each MLP."""
+        return [(torch.cat(weights), torch.cat(biases)) for weights, biases in self.layers]
+
+    def __call__(self, x):
+        layers = self.stacked()
+        for weight, bias in layers[:-1]:
+            x = self.act(linear(x, weight, bias))
+        return linear(x, *layers[-1])
+
+    @property
+    def log_std(self):
+        return torch.cat(self.log_stds)
+
+
+class Joint:
+    """The victim and the attacker as one agent of 2N seeds: rows [0, N) are the victim's, [N, 2N) the attacker's,
+    both on the victim's normalized observation (x repeated: [2N, B, obs_dim]). The fused path's rollout and update
+    run through it (see StackedMLP); the parameters stay the victim's and the attacker's own."""
+
+    def __init__(self, agent, adversary):
+        self.actor, self.critic = StackedMLP([agent.actor, adversary.actor]), StackedMLP([agent.critic, adversary.critic])
+
+    get_action_and_value = Agent.get_action_and_value
+
+    def numpy_actor(self):
+        """The rollout's numpy mean head of both actors: x [2N, B, obs_dim] -> [2N, B, act_dim]."""
+        return numpy_mlp([(w.detach().numpy(), b.detach().numpy()) for w, b in self.actor.stacked()], self.actor.act)
 
 
 def masked_mean(x, mask):
@@ -755,6 +812,8 @@ def sampled_grads(victim, victim_probs, adversary_probs, benign, eps_pi, batch_s
     the victim samples its actions, alpha's action comes from the adversary with probability eps_pi (a fresh coin at
     each of its decisions) and from the benign policy otherwise; the adversary's score counts only the decisions it
     took. The score of P(b) for action a is (a - p) / (p (1 - p)), clipped away from 0 and 1; baseline: the batch mean."""
+    from envs import kuhn
+
     returns, traces = [], []
     for _ in range(batch_size):
         cards = kuhn.DEALS[rng.integers(len(kuhn.DEALS))]
@@ -787,6 +846,8 @@ def sampled_grads(victim, victim_probs, adversary_probs, benign, eps_pi, batch_s
 def train_kuhn(args):
     """The Kuhn setting: tabular victim and attacker, exact measures; per seed a run folder with metrics.json (the
     curves benchmark/kuhn_fig2.py plots), TensorBoard scalars kuhn/* and the victim's last and average policies."""
+    from envs import kuhn
+
     victim = args.victim_player
     benign = kuhn.load_policy(args.benign_policy)[1] if args.benign_policy else kuhn.uniform_policy()
     victim_lr = args.attacker_lr / args.timescale_ratio
@@ -1398,6 +1459,8 @@ if __name__ == "__main__":
 
     agent = Agent(obs_dim, act_dim, args, generators)
     adversary = agent.adversary
+    # the fused path: victim and attacker as one stacked agent (rows [0, N) the victim's, [N, 2N) the attacker's)
+    joint = Joint(agent, adversary) if adversary is not None and args.fused_update else None
     # ALGO LOGIC: the attacker's learning rates are the victim's times --timescale-ratio (two_timescale) or equal (single)
     adversary_lrs = [args.attacker_lr, args.attacker_lr * args.value_learning_rate / args.learning_rate] if adversary is not None else []
     optimizer = torch.optim.Adam(
@@ -1458,6 +1521,8 @@ if __name__ == "__main__":
             coins = np.stack([rng.random((args.num_steps, args.num_envs)) < args.eps_pi for rng in rngs], 1)
         else:
             coins = np.zeros((args.num_steps, N, args.num_envs), dtype=bool)
+        if joint is not None:  # both actors in one forward per step: the same draws, stacked [step, 2N, env, ...]
+            joint_mean, joint_std, joint_noise = joint.numpy_actor(), np.concatenate((std, adv_std)), np.concatenate((noise, adv_noise), axis=1)
         final_obs, final_idx = [], []  # truncated episodes: bootstrap from V(final observation)
         for step in range(0, args.num_steps):
             global_step += args.num_envs
@@ -1466,11 +1531,16 @@ if __name__ == "__main__":
             obs[step] = x
 
             # ALGO LOGIC: action logic
-            action = actor_mean(x) + std * noise[step]
-            actions[step] = action
-            if adversary is not None:
-                adv_actions[step] = adv_mean(x) + adv_std * adv_noise[step]
-                action = np.where(coins[step][..., None], adv_actions[step], action)
+            if joint is not None:
+                both = joint_mean(np.concatenate((x, x))) + joint_std * joint_noise[step]
+                actions[step], adv_actions[step] = both[:N], both[N:]
+                action = np.where(coins[step][..., None], both[N:], both[:N])
+            else:
+                action = actor_mean(x) + std * noise[step]
+                actions[step] = action
+                if adversary is not None:
+                    adv_actions[step] = adv_mean(x) + adv_std * adv_noise[step]
+                    action = np.where(coins[step][..., None], adv_actions[step], action)
 
             # TRY NOT TO MODIFY: execute the game and log data.
             clipped = np.clip(action, act_low, act_high)
@@ -1551,29 +1621,33 @@ if __name__ == "__main__":
         if adversary is not None:
             b_adv = tuple(torch.from_numpy(a.transpose(1, 0, 2).reshape(N, -1)) for a in (adv_advantages, adv_returns, adv_values))
             b_adv = (t_adv_actions, t_adv_logprobs, *b_adv)
+        # what the loss below reads; the last: the steps whose action counts in the policy loss (the victim's own)
+        batch, learner = (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, 1.0 - b_attacked), agent
+        if joint is not None:  # fused: the attacker's batch as rows [N, 2N), its policy loss on the steps it acted
+            batch, learner = tuple(torch.cat((v, a)) for v, a in zip(batch, (b_obs, *b_adv, b_attacked))), joint
 
-        # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...])
+        # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...]; fused:
+        # [victim's seeds and attacker's seeds, sample, ...], one loss, one backward)
         clipfracs = []
-        seed_rows = torch.arange(N).unsqueeze(1)
+        rows = torch.arange(len(batch[0])).unsqueeze(1)
         for epoch in range(args.update_epochs):
             b_inds = torch.stack([torch.randperm(args.batch_size, generator=g) for g in generators])  # each seed its own order
-            # shuffle once per epoch, then take contiguous slices: one gather per tensor instead of one per minibatch
-            e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values, e_attacked = (
-                t[seed_rows, b_inds] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, b_attacked)
-            )
-            e_adv = tuple(t[seed_rows, b_inds] for t in b_adv) if adversary is not None else ()
+            # shuffle once per epoch, then take contiguous slices: one gather per tensor instead of one per minibatch;
+            # the attacker's rows take its seed's order (the victim's and attacker's minibatches are the same steps)
+            e_obs, e_actions, e_logprobs, e_advantages, e_returns, e_values, e_acted = (t[rows, b_inds.repeat(len(rows) // N, 1)] for t in batch)
+            e_adv = tuple(t[rows, b_inds] for t in (*b_adv, b_attacked)) if adversary is not None and joint is None else ()
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = slice(start, start + args.minibatch_size)
 
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(e_obs[:, mb_inds], e_actions[:, mb_inds])
+                _, newlogprob, entropy, newvalue = learner.get_action_and_value(e_obs[:, mb_inds], e_actions[:, mb_inds])
                 logratio = newlogprob - e_logprobs[:, mb_inds]
                 ratio = logratio.exp()
 
                 with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean(1)
-                    approx_kl = ((ratio - 1) - logratio).mean(1)
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean(1))
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html (the victim's rows)
+                    old_approx_kl = (-logratio[:N]).mean(1)
+                    approx_kl = ((ratio[:N] - 1) - logratio[:N]).mean(1)
+                    clipfracs.append(((ratio[:N] - 1.0).abs() > args.clip_coef).float().mean(1))
 
                 mb_advantages = e_advantages[:, mb_inds]
                 if args.norm_adv:
@@ -1582,7 +1656,7 @@ if __name__ == "__main__":
                 # Policy loss
                 pg_loss1 = -mb_advantages * ratio
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), 1.0 - e_attacked[:, mb_inds])  # the steps the victim acted
+                pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), e_acted[:, mb_inds])  # the steps the row's agent acted (the victim's rows: its own)
 
                 # Value loss
                 newvalue = newvalue.squeeze(2)
@@ -1598,14 +1672,17 @@ if __name__ == "__main__":
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
                 # ALGO LOGIC: the attacker's PPO step in the same minibatch (simultaneous updates, Algorithm 2); its own
-                # learning rate sets the timescale
-                if adversary is not None:
-                    attacker_loss = adversary_loss(adversary, e_obs[:, mb_inds], *(t[:, mb_inds] for t in e_adv), e_attacked[:, mb_inds], args)
+                # learning rate sets the timescale. Fused: its loss is rows [N, 2N) of the one above (adversary_loss's terms)
+                if joint is not None:
+                    attacker_loss = loss[N:]
+                elif adversary is not None:
+                    attacker_loss = adversary_loss(adversary, e_obs[:, mb_inds], *(t[:, mb_inds] for t in e_adv), args)
                     loss = loss + attacker_loss
 
                 optimizer.zero_grad()
-                loss.sum().backward()  # the seeds' parameters are disjoint: each seed's gradient is that of its own loss
-                victim_grad_norm = torch.stack([p.grad.flatten(1).norm(dim=1) for p in agent.actor.parameters()]).norm(dim=0)
+                loss.sum().backward()  # the seeds' (and victim's and attacker's) parameters are disjoint: each gets its own loss's gradient
+                if start + args.minibatch_size == args.batch_size:  # logged once per iteration: the epoch's last minibatch's
+                    victim_grad_norm = torch.stack([p.grad.flatten(1).norm(dim=1) for p in agent.actor.parameters()]).norm(dim=0)
                 if args.max_grad_norm > 0:
                     clip_grad_norm_per_seed(agent.actor.parameters(), args.max_grad_norm)
                     clip_grad_norm_per_seed(agent.critic.parameters(), args.max_grad_norm)
@@ -1622,9 +1699,9 @@ if __name__ == "__main__":
         sps = int((global_step - start_step) * N / (time.time() - start_time))
         metrics = {
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
-            "losses/value_loss": v_loss.detach(),
-            "losses/policy_loss": pg_loss.detach(),
-            "losses/entropy": entropy_loss.detach(),
+            "losses/value_loss": v_loss[:N].detach(),  # the victim's rows
+            "losses/policy_loss": pg_loss[:N].detach(),
+            "losses/entropy": entropy_loss[:N].detach(),
             "losses/old_approx_kl": old_approx_kl,
             "losses/approx_kl": approx_kl,
             "losses/clipfrac": torch.stack(clipfracs).mean(0),

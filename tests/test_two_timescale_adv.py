@@ -1,13 +1,14 @@
 """two_timescale_adv.py. Kuhn: the defenses run and write their curves and policies; the min oracle reaches the most
 robust victim; the average iterate is the realization-weighted one; sampled gradients estimate the exact ones.
 MuJoCo (PR-MDP): the attacker takes over eps_pi of the steps, learns only from them, is saved under adversary/, and
-the victim's checkpoint evaluates like any other."""
+the victim's checkpoint evaluates like any other; the fused victim-and-attacker computation equals the reference path."""
 import glob
 import json
 import os
 
 import numpy as np
 import pytest
+import torch
 from conftest import one_line_error, run
 
 import two_timescale_adv as T
@@ -129,3 +130,39 @@ def test_prmdp_without_attacker_has_no_adversary(tmp_path):
 
 def test_prmdp_refuses_the_min_oracle(tmp_path):
     assert "best-response oracle" in one_line_error(run("two_timescale_adv.py", *PRMDP, "--defense", "min_oracle", cwd=tmp_path, timeout=60))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("defense,extra", [("single", ()), ("two_timescale", ("--num-seeds", 2, "--clip-vloss", True))])
+def test_prmdp_fused_update_equals_the_reference_path(tmp_path, defense, extra):
+    """The default (victim and attacker as one stacked network: one forward per rollout step, one forward and backward
+    per minibatch) computes what --no-fused-update (two separate networks) does: after 2 iterations every checkpoint
+    tensor (weights, normalizer, Adam state, RNG streams, envs) matches to float32 rounding, the runs' flags differ
+    only in --fused-update, and the episodes' returns (the second iteration's come from the updated policies) are
+    identical."""
+    from safetensors import safe_open
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    flags = ("--env-id", "Hopper-v4", "--total-timesteps", 1024, "--num-steps", 512, "--num-minibatches", 4, "--update-epochs", 2,
+             "--eval-episodes", 0, "--progress", "False", "--defense", defense, "--eps-pi", 0.3, *extra)
+    checkpoints, returns = {}, {}
+    for name, fused in (("fused", ()), ("reference", ("--no-fused-update",))):
+        (tmp_path / name).mkdir()
+        proc = run("two_timescale_adv.py", *flags, *fused, cwd=tmp_path / name, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        checkpoints[name], returns[name] = [], []
+        for path in sorted(glob.glob(str(tmp_path / name / "runs" / "*" / "two_timescale_adv.safetensors"))):  # by seed
+            with safe_open(path, "pt") as f:
+                checkpoints[name].append((json.loads(f.metadata()["robust_rl"])["args"], {k: f.get_tensor(k) for k in f.keys()}))
+            acc = EventAccumulator(glob.glob(os.path.join(os.path.dirname(path), "events.out.tfevents.*"))[0])
+            acc.Reload()
+            returns[name].append([(e.step, e.value) for e in acc.Scalars("charts/episodic_return")])
+    assert len(checkpoints["fused"]) == len(checkpoints["reference"]) == (2 if "--num-seeds" in extra else 1)
+    for (args_a, tensors_a), (args_b, tensors_b) in zip(checkpoints["fused"], checkpoints["reference"]):
+        assert {k for k in args_a if args_a[k] != args_b[k]} == {"fused_update"} and args_a["fused_update"] and not args_b["fused_update"]
+        assert tensors_a.keys() == tensors_b.keys() and any(k.startswith("adversary/") for k in tensors_a)
+        for k, a in tensors_a.items():
+            b = tensors_b[k]
+            assert torch.allclose(a, b, rtol=0, atol=1e-5) if a.is_floating_point() else torch.equal(a, b), k
+    assert returns["fused"] == returns["reference"]
+    assert all(max(step for step, _ in r) > 512 for r in returns["fused"])  # episodes of both iterations
