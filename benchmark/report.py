@@ -354,6 +354,8 @@ def main(args):
         plot(plot_data)
     if args.plots and pruning_plots:
         plot_pruning(pruning_plots)
+    if args.plots:
+        plot_two_timescale()
     print(f"wrote the generated sections of {', '.join(stale) or 'nothing (up to date)'}")
 
 
@@ -505,6 +507,51 @@ def plot_pruning(plots):
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"pruning_certificate__{env}.png"), dpi=120)
         plt.close(fig)
+
+
+# Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
+# policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named
+# `curves/two_timescale_adv__{defense}__eps_pi{e}__{env}.json` (tags charts/episodic_return, adversary/victim_grad_norm).
+TT_NAME = re.compile(r"^two_timescale_adv__(single|two_timescale|none)__eps_pi([0-9.]+)__(.+)\.json$")
+
+
+def plot_two_timescale(folder=None, out=None):
+    """One PNG per (env, eps_pi): Fig. 4a (victim return) and 4b (victim gradient norm), mean and min-max band over
+    seeds per defense. Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder, out = folder or os.path.join(RESULTS, "curves"), out or os.path.join(RESULTS, "report")
+    groups = {}
+    for path in sorted(glob.glob(os.path.join(folder, "two_timescale_adv__*.json"))):
+        m = TT_NAME.match(os.path.basename(path))
+        if m:
+            groups.setdefault((m.group(3), m.group(2)), []).append((m.group(1), json.load(open(path))))
+    written = []
+    for (env, eps_pi), defenses in groups.items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, tag, label in zip(axes, ("charts/episodic_return", "adversary/victim_grad_norm"), ("victim return (training)", "victim policy-gradient norm")):
+            for defense, curves in defenses:
+                spans = [r["curves"][tag]["steps"] for r in curves["runs"] if tag in r["curves"] and r["curves"][tag]["steps"]]
+                if not spans:
+                    continue
+                grid = np.linspace(max(s[0] for s in spans), min(s[-1] for s in spans), 200)
+                mean, lo, hi = mean_band(curves["runs"], tag, grid)
+                line = ax.plot(grid, mean, label=f"{defense} ({len(spans)} seeds)")[0]
+                ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
+            ax.set_xlabel("victim steps")
+            ax.set_ylabel(label)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{env}, eps_pi {eps_pi}: single vs two timescales (Fig. 4a/b shape)")
+        fig.tight_layout()
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, f"two_timescale__{env}__eps_pi{eps_pi}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":

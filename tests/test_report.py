@@ -119,3 +119,22 @@ def test_sweep_points_take_the_worst_attack_per_eps():
 
     doc = {"sweep": {"m.safetensors": [point(0.1, 900, random=800, mad=300), point(0.0, 1000, random=1000, mad=1000), point(0.2, 950, random=100, mad=200)]}}
     assert report.sweep_points(doc) == [(0.0, 1000, 1000, "random"), (0.1, 900, 300, "mad"), (0.2, 950, 100, "random")]
+
+
+def test_two_timescale_figure_from_curves(tmp_path):
+    def run(seed, offset):
+        steps = list(range(0, 10000, 1000))
+        return {"run": f"r{seed}", "seed": seed, "curves": {
+            "charts/episodic_return": {"steps": steps, "values": [offset + s / 100 for s in steps]},
+            "adversary/victim_grad_norm": {"steps": steps, "values": [1.0 / (1 + s) for s in steps]}}}
+
+    for defense in ("single", "two_timescale"):
+        doc = {"schema": "robust-rl/curves/1", "runs": [run(1, 0.0), run(2, 10.0)]}
+        (tmp_path / f"two_timescale_adv__{defense}__eps_pi0.3__Hopper-v4.json").write_text(__import__("json").dumps(doc))
+    (tmp_path / "barppo__kappa0.3__Hopper-v4.json").write_text("{}")  # other curves are not this figure's
+    written = report.plot_two_timescale(str(tmp_path), str(tmp_path / "out"))
+    assert [os.path.basename(p) for p in written] == ["two_timescale__Hopper-v4__eps_pi0.3.png"]
+    assert os.path.getsize(written[0]) > 10_000
+    grid = np.linspace(0, 9000, 4)
+    mean, lo, hi = report.mean_band([run(1, 0.0), run(2, 10.0)], "charts/episodic_return", grid)
+    assert np.allclose(mean, grid / 100 + 5) and np.allclose(lo, grid / 100) and np.allclose(hi, grid / 100 + 10)
