@@ -279,6 +279,30 @@ def mean_band(runs, tag, grid):
     return np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
+def plot_band(ax, runs, tag, label):
+    """One curve per configuration: the mean over its seeds with the min-max band, on the steps every seed covers."""
+    spans = [r["curves"][tag]["steps"] for r in runs if tag in r["curves"] and r["curves"][tag]["steps"]]
+    if not spans:
+        return
+    grid = np.linspace(max(s[0] for s in spans), min(s[-1] for s in spans), 200)
+    mean, lo, hi = mean_band(runs, tag, grid)
+    line = ax.plot(grid, mean, label=f"{label} ({len(spans)} seeds)")[0]
+    ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
+
+
+def finish(fig, ax, xlabel, ylabel, title, path):
+    """Label, save as PNG and close a figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def plot(data):
     plot_data, curve_data, sweep_data = data
     import matplotlib
@@ -293,39 +317,17 @@ def plot(data):
         for method, nats, worsts, idx in cells:
             pts = ax.scatter(nats, worsts, label=method, alpha=0.8)
             ax.scatter([nats[idx]], [worsts[idx]], s=160, facecolors="none", edgecolors=pts.get_facecolor()[0])
-        ax.set_xlabel("natural return")
-        ax.set_ylabel("worst return (random, critic, MAD, RS)")
-        ax.set_title(env)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"natural_vs_worst__{env}.png"), dpi=120)
-        plt.close(fig)
+        finish(fig, ax, "natural return", "worst return (random, critic, MAD, RS)", env, os.path.join(out, f"natural_vs_worst__{env}.png"))
     for env, cells in curve_data.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, curves in cells:
-            spans = [r["curves"]["charts/episodic_return"]["steps"] for r in curves["runs"] if "charts/episodic_return" in r["curves"]]
-            grid = np.linspace(max(s[0] for s in spans), min(s[-1] for s in spans), 200)  # where every seed has a point
-            mean, lo, hi = mean_band(curves["runs"], "charts/episodic_return", grid)
-            line = ax.plot(grid, mean, label=f"{method} ({len(curves['runs'])} seeds)")[0]
-            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("training episodic return")
-        ax.set_title(env)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"learning_curves__{env}.png"), dpi=120)
-        plt.close(fig)
+            plot_band(ax, curves["runs"], "charts/episodic_return", method)
+        finish(fig, ax, "environment steps", "training episodic return", env, os.path.join(out, f"learning_curves__{env}.png"))
     for env, cells in sweep_data.items():
         fig, ax = plt.subplots(figsize=(5, 4))
         for method, points in cells:
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=method)
-        ax.set_xlabel("eps (l_inf, normalized observation)")
-        ax.set_ylabel("return under the worst attack swept")
-        ax.set_title(env)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"eps_curves__{env}.png"), dpi=120)
-        plt.close(fig)
+        finish(fig, ax, "eps (l_inf, normalized observation)", "return under the worst attack swept", env, os.path.join(out, f"eps_curves__{env}.png"))
 
 
 def main(args):
@@ -486,13 +488,7 @@ def plot_pruning(plots):
                 line = ax.plot(x, m, style, marker="o", label=f"{method} {key}")[0]
                 ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
         ax.axhline(1.0, color="grey", lw=0.5)
-        ax.set_xlabel("target sparsity")
-        ax.set_ylabel("normalized return (dense SA agent = 1)")
-        ax.set_title(f"{env}: clean (solid) and robust (dashed), +-1 s.e.")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"pruning_frontier__{env}.png"), dpi=120)
-        plt.close(fig)
+        finish(fig, ax, "target sparsity", "normalized return (dense SA agent = 1)", f"{env}: clean (solid) and robust (dashed), +-1 s.e.", os.path.join(out, f"pruning_frontier__{env}.png"))
         fig, ax = plt.subplots(figsize=(6, 4))
         for method in sorted({p["method"] for p in points} - {"none"}):
             pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
@@ -500,13 +496,7 @@ def plot_pruning(plots):
                 if all(v is not None for p in pts for v in p[key]):
                     ax.plot([p["sparsity"] for p in pts], [np.mean(p[key]) for p in pts], style, marker="o", label=f"{method} {key}")
         ax.set_yscale("log")
-        ax.set_xlabel("target sparsity")
-        ax.set_ylabel("actor Lipschitz bound (mean over seeds)")
-        ax.set_title(f"{env}: certified surrogate (solid), spectral product (dashed)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"pruning_certificate__{env}.png"), dpi=120)
-        plt.close(fig)
+        finish(fig, ax, "target sparsity", "actor Lipschitz bound (mean over seeds)", f"{env}: certified surrogate (solid), spectral product (dashed)", os.path.join(out, f"pruning_certificate__{env}.png"))
 
 
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
@@ -534,13 +524,7 @@ def plot_two_timescale(folder=None, out=None):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, tag, label in zip(axes, ("charts/episodic_return", "adversary/victim_grad_norm"), ("victim return (training)", "victim policy-gradient norm")):
             for defense, curves in defenses:
-                spans = [r["curves"][tag]["steps"] for r in curves["runs"] if tag in r["curves"] and r["curves"][tag]["steps"]]
-                if not spans:
-                    continue
-                grid = np.linspace(max(s[0] for s in spans), min(s[-1] for s in spans), 200)
-                mean, lo, hi = mean_band(curves["runs"], tag, grid)
-                line = ax.plot(grid, mean, label=f"{defense} ({len(spans)} seeds)")[0]
-                ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
+                plot_band(ax, curves["runs"], tag, defense)
             ax.set_xlabel("victim steps")
             ax.set_ylabel(label)
             ax.legend(fontsize=8)

@@ -138,3 +138,13 @@ def test_two_timescale_figure_from_curves(tmp_path):
     grid = np.linspace(0, 9000, 4)
     mean, lo, hi = report.mean_band([run(1, 0.0), run(2, 10.0)], "charts/episodic_return", grid)
     assert np.allclose(mean, grid / 100 + 5) and np.allclose(lo, grid / 100) and np.allclose(hi, grid / 100 + 10)
+
+
+def test_pruning_plots_are_written(tmp_path, monkeypatch):
+    pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
+    pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(1000, 650, 650, 650, 650), (900, 650, 650, 650, 650)])
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    report.plot_pruning(report.pruning_section(report.load_pruning(str(tmp_path)))[1])
+    written = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert written == ["pruning_certificate__Hopper-v4.png", "pruning_frontier__Hopper-v4.png"]
+    assert all((tmp_path / "report" / name).stat().st_size > 10_000 for name in written)
