@@ -6,7 +6,7 @@ Paper: "Pruning Cannot Hurt Robustness: Certified Trade-offs in Reinforcement Le
     loss   PPO loss + kappa * SA-PPO's regularizer (as sappo.py; --kappa 0: pruning only, the inner loop is skipped)
     prune  if t / T > --burn-in and t % --prune-interval == 0: masks for sparsity s(t), the cubic schedule of Zhu & Gupta
            (arXiv 1710.01878), s(t) = s_f (1 - (1 - p)^3), p = (t/T - burn_in) / (prune_end - burn_in) clipped to [0, 1]
-    apply  W <- W * M after every optimizer step (pruned weights stay exactly 0; Adam's moments of newly pruned weights
+    apply  W <- W * M after every optimizer step (pruned weights stay exactly 0; Adam's moments of the pruned weights
            are zeroed); magnitude_ste instead keeps dense W, steps it with the gradient taken at W * M (straight-through)
            and recomputes M from |W|, so weights can regrow
 Methods (--prune-method): magnitude (smallest |w| per layer, nested masks), random (ERK per-layer densities, Evci et al.
@@ -486,18 +486,25 @@ def erk_densities(shapes, density):
 
 def update_masks(masks, scores, sparsity, method):
     """New masks [N, out, in] (1 = kept) for one sparsity: per layer and seed, the round(sparsity_l * numel) lowest
-    scores are pruned (torch.topk, as torch.nn.utils.prune.l1_unstructured does). Nested for every method but
-    magnitude_ste: a pruned weight scores -inf, so it stays pruned. random: ERK per-layer sparsities; else uniform."""
+    scores are pruned, read off the k-th smallest score (torch.kthvalue, linear time); where ties at that value would
+    prune more than k, torch.topk picks them, as torch.nn.utils.prune.l1_unstructured does. Nested for every method but
+    magnitude_ste: a pruned weight scores -inf, so it stays pruned, and a layer already at its k is unchanged.
+    random: ERK per-layer sparsities; else uniform."""
     per_layer = [1 - d for d in erk_densities([m.shape[1:] for m in masks], 1 - sparsity)] if method == "random" else [sparsity] * len(masks)
     new = []
     for mask, score, layer_sparsity in zip(masks, scores, per_layer):
-        k = round(layer_sparsity * mask[0].numel())
-        flat = score.flatten(1).clone()
-        if method != "magnitude_ste":
-            flat[mask.flatten(1) == 0] = -math.inf
+        k, numel = round(layer_sparsity * mask[0].numel()), mask[0].numel()
+        pruned = mask.flatten(1) == 0
+        if method != "magnitude_ste" and bool((pruned.sum(1) == k).all()):
+            new.append(mask.clone())
+            continue
+        flat = score.flatten(1).masked_fill(pruned, -math.inf) if method != "magnitude_ste" else score.flatten(1)
         kept = torch.ones_like(flat)
         if k > 0:
-            kept.scatter_(1, torch.topk(flat, k, dim=1, largest=False).indices, 0.0)
+            kept = (flat > flat.kthvalue(k, dim=1, keepdim=True).values).to(flat.dtype)
+            for row in (kept.sum(1) != numel - k).nonzero().flatten().tolist():  # ties at the threshold
+                kept[row] = 1.0
+                kept[row, torch.topk(flat[row], k, largest=False).indices] = 0.0
         new.append(kept.view_as(mask))
     return new
 
@@ -787,7 +794,7 @@ if __name__ == "__main__":
     prune_gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])) for seed in seeds]
     random_scores = [torch.stack([torch.rand(layer.weight.shape[1:], generator=g) for g in prune_gens]) for _, layer in prunable]
     total_steps, prune_step = args.num_iterations * args.update_epochs * args.num_minibatches, 0
-    surrogate_dense = surrogate_masked = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])
+    surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])
 
     # ALGO Logic: Storage setup (normalized observations, as the actor saw them) [step, seed, env, ...]
     obs = np.zeros((args.num_steps, N, args.num_envs, obs_dim), dtype=np.float32)
@@ -987,18 +994,15 @@ if __name__ == "__main__":
                     new_masks = update_masks(masks, scores, sparsity_at(prune_step, total_steps, args), args.prune_method)
                     for old, new, (_, layer) in zip(masks, new_masks, prunable):
                         if args.prune_method != "magnitude_ste":  # a newly pruned weight must not move on Adam's momentum
-                            newly = (old > new).nonzero(as_tuple=True)
                             for key in ("exp_avg", "exp_avg_sq"):
-                                optimizer.state[layer.weight][key][newly] = 0.0
+                                optimizer.state[layer.weight][key].mul_(new)
                         old.copy_(new)
                     for score in saliency:
                         score.zero_()
                     surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])  # before masking
-                with torch.no_grad():
-                    for mask, (_, layer) in zip(masks, prunable):
-                        layer.weight.mul_(mask)
-                if prunable and prune_step % args.prune_interval == 0:
-                    surrogate_masked = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])
+                if prunable:
+                    with torch.no_grad():
+                        torch._foreach_mul_([layer.weight for _, layer in prunable], masks)  # one dispatch for all layers
 
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
@@ -1026,7 +1030,7 @@ if __name__ == "__main__":
             "robust/loss": robust_loss.detach(),
             "prune/sparsity": sum((1 - m).flatten(1).sum(1) for m in masks) / max(1, sum(m[0].numel() for m in masks)) if masks else 0.0,
             **{f"prune/sparsity_{name.removesuffix('.weight')}": 1 - m.flatten(1).mean(1) for (name, _), m in zip(prunable, masks)},
-            "prune/surrogate_masked": surrogate_masked,
+            "prune/surrogate_masked": lipschitz_surrogate([layer.weight for layer in agent.actor.layers]),
             "prune/surrogate_dense": surrogate_dense,
             "charts/SPS": sps,
         }

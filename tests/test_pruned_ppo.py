@@ -63,6 +63,44 @@ def test_random_erk_densities_and_nesting():
         masks = new
 
 
+def topk_masks(masks, scores, sparsity, method):
+    """The plain reference of update_masks: torch.topk over each seed's row, as torch.nn.utils.prune does."""
+    per_layer = [1 - d for d in PR.erk_densities([m.shape[1:] for m in masks], 1 - sparsity)] if method == "random" else [sparsity] * len(masks)
+    new = []
+    for mask, score, layer_sparsity in zip(masks, scores, per_layer):
+        k = round(layer_sparsity * mask[0].numel())
+        flat = score.flatten(1).clone()
+        if method != "magnitude_ste":
+            flat[mask.flatten(1) == 0] = -float("inf")
+        kept = torch.ones_like(flat)
+        if k > 0:
+            kept.scatter_(1, torch.topk(flat, k, dim=1, largest=False).indices, 0.0)
+        new.append(kept.view_as(mask))
+    return new
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "saliency", "magnitude_ste"])
+def test_fast_masks_equal_the_topk_reference_over_a_schedule(method):
+    g = torch.Generator().manual_seed(3)
+    shapes = [(64, 11), (64, 64), (1, 64)]
+    masks = ref = [torch.ones(3, o, i) for o, i in shapes]
+    for sparsity in (0.0, 0.1, 0.1, 0.35, 0.6, 0.6, 0.9):  # repeats: a layer already at its k
+        scores = [torch.rand(3, o, i, generator=g) for o, i in shapes]
+        masks, ref = PR.update_masks(masks, scores, sparsity, method), topk_masks(ref, scores, sparsity, method)
+        assert all(torch.equal(a, b) for a, b in zip(masks, ref))
+
+
+def test_tied_scores_prune_exactly_k_lowest():
+    g = torch.Generator().manual_seed(4)
+    score = torch.randint(0, 5, (2, 30, 20), generator=g).float()  # many ties at every threshold
+    for method in ("magnitude", "magnitude_ste"):
+        for sparsity in (0.25, 0.5, 0.77):
+            (mask,) = PR.update_masks([torch.ones_like(score)], [score], sparsity, method)
+            for n in range(2):
+                kept, pruned = score[n][mask[n] == 1], score[n][mask[n] == 0]
+                assert pruned.numel() == round(sparsity * 600) and pruned.max() <= kept.min()
+
+
 def test_ste_masks_may_regrow_and_others_never():
     w = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
     (mask,) = PR.update_masks([torch.ones_like(w)], [w.abs()], 0.5, "magnitude_ste")
