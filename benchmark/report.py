@@ -334,7 +334,8 @@ def main(args):
     summary, readme, plot_data = build(args)
     pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
-    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning}), ("README.md", {"": readme})):
+    prmdp = prmdp_section(load_prmdp())
+    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp}), ("README.md", {"": readme})):
         path = os.path.join(ROOT, rel)
         text = open(path).read()
         new = text
@@ -498,6 +499,59 @@ def plot_pruning(plots):
         ax.set_yscale("log")
         finish(fig, ax, "target sparsity", "actor Lipschitz bound (mean over seeds)", f"{env}: certified surrogate (solid), spectral product (dashed)", os.path.join(out, f"pruning_certificate__{env}.png"))
 
+
+# Adversarial policies with partial control on MuJoCo (arXiv 2305.17342, Sec. 6, App. E.4): each victim attacked by a
+# fresh action_mix attacker at its training budget and at the other one. One JSON per (victim group, attack budget):
+# `prmdp/{defense}__eps_pi{e}__{env}__vs{e_attack}.json` (the seeds of `two_timescale_adv.py --defense D --eps-pi e`),
+# `prmdp/none__{env}__vs{e_attack}.json` (the undefended PPO zoo agent).
+PRMDP_NAME = re.compile(r"^(none|single|two_timescale|min_oracle)(?:__eps_pi([0-9.]+))?__(.+)__vs([0-9.]+)\.json$")
+DEFENSE_ORDER = ("none", "single", "two_timescale", "min_oracle")
+
+
+def load_prmdp(folder=None):
+    """{env: {(defense, train eps_pi or None): {attack eps_pi: eval doc}}} from the PR-MDP JSONs."""
+    folder = folder or os.path.join(RESULTS, "prmdp")
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        m = PRMDP_NAME.match(os.path.basename(path))
+        if m:
+            victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
+            out.setdefault(m.group(3), {}).setdefault(victim, {})[float(m.group(4))] = json.load(open(path))
+    return out
+
+
+def seeds_cell(values):
+    """mean +- s.e. over seeds; one seed: its return alone."""
+    m, s = mean_se(np.array(values))
+    return f"{m:.0f}" if len(values) == 1 else f"{m:.0f} +- {s:.0f}"
+
+
+def prmdp_section(data):
+    if not data:
+        return "No PR-MDP results yet."
+    lines = []
+    for env, victims in sorted(data.items()):
+        budgets = sorted({b for docs in victims.values() for b in docs})
+        lines += [f"**{env}**: the victim's return (mean +- s.e. over seeds; each seed's return is a mean over 50 episodes) with no attack and under a fresh "
+                  "1M-step `action_mix` attacker at each budget eps_pi; * marks the victim's training budget.", "",
+                  "| victim | trained at eps_pi | seeds | natural | " + " | ".join(f"action_mix {b:g}" for b in budgets) + " |",
+                  "|---|---|---|---|" + "---|" * len(budgets)]
+        sources = set()
+        for (defense, eps_pi), docs in sorted(victims.items(), key=lambda kv: (DEFENSE_ORDER.index(kv[0][0]), kv[0][1] or 0)):
+            first = docs[min(docs)]
+            nat = seeds_cell([r["natural"]["mean"] for r in first["results"]])
+            cells = []
+            for b in budgets:
+                doc = docs.get(b)
+                if doc is None:
+                    cells.append("")
+                    continue
+                sources.add(provenance(doc))
+                cells.append(seeds_cell([r["attacks"]["action_mix"]["mean"] for r in doc["results"]]) + (" *" if eps_pi == b else ""))
+            name = "none (PPO zoo agent)" if defense == "none" else defense
+            lines.append(f"| {name} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first['results'])} | {nat} | " + " | ".join(cells) + " |")
+        lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
+    return "\n".join(lines).rstrip()
 
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
 # policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named

@@ -148,3 +148,26 @@ def test_pruning_plots_are_written(tmp_path, monkeypatch):
     written = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert written == ["pruning_certificate__Hopper-v4.png", "pruning_frontier__Hopper-v4.png"]
     assert all((tmp_path / "report" / name).stat().st_size > 10_000 for name in written)
+
+
+def prmdp_json(folder, name, seeds):
+    """seeds: [(natural, action_mix)] -> an action_mix eval JSON named as the PR-MDP grid's."""
+    results = [{"model": f"m__{i + 1}.safetensors", "natural": {"mean": n}, "attacks": {"action_mix": {"mean": a}}} for i, (n, a) in enumerate(seeds)]
+    doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}
+    (folder / name).write_text(__import__("json").dumps(doc))
+
+
+def test_prmdp_table_rows_budgets_and_training_mark(tmp_path):
+    prmdp_json(tmp_path, "none__Hopper-v4__vs0.3.json", [(3000, 60)])
+    prmdp_json(tmp_path, "two_timescale__eps_pi0.3__Hopper-v4__vs0.3.json", [(2000, 1000), (2200, 1400), (2400, 1800)])
+    prmdp_json(tmp_path, "two_timescale__eps_pi0.3__Hopper-v4__vs0.1.json", [(2000, 1500), (2200, 1500), (2400, 1500)])
+    prmdp_json(tmp_path, "single__eps_pi0.1__Hopper-v4__vs0.1.json", [(2500, 700), (2500, 900)])
+    prmdp_json(tmp_path, "not_a_grid_file.json", [(1, 1)])
+    data = report.load_prmdp(str(tmp_path))
+    assert set(data) == {"Hopper-v4"} and len(data["Hopper-v4"]) == 3
+    rows = [line for line in report.prmdp_section(data).splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| none (PPO zoo agent)", "| single", "| two_timescale"]  # defense order
+    assert rows[0].endswith("| 3000 |  | 60 |")  # one seed: no s.e.; no attack at 0.1 yet
+    assert rows[1].endswith("| 2500 +- 0 | 800 +- 100 * |  |")  # mean +- s.e.; * = the training budget
+    assert rows[2].endswith("| 3 | 2200 +- 115 | 1500 +- 0 | 1400 +- 231 * |")
+    assert report.prmdp_section({}) == "No PR-MDP results yet."
