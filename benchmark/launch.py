@@ -10,7 +10,9 @@ existing Ray cluster, and pick each (script, env) median-seed checkpoint for the
 Each process trains --seeds-per-process consecutive seeds of one (script, env) side by side (`--num-seeds`; default 1:
 one process per seed) and writes `benchmark/logs/{script}__{env}__{seed}{tag}.log` (one seed) or
 `..._{first}-{last}{tag}.log` (several), and one run folder per seed under `runs/`; each seed's final deterministic
-evaluation (`--eval-episodes 50`) is parsed from the log.
+evaluation (`--eval-episodes 50`) is parsed from the log. Re-running the same launch skips a process whose log holds
+every seed's final evaluation and continues an interrupted one from its newest checkpoint (`--resume`, the same log):
+a stopped session loses at most --save-every iterations of each run.
 
 --engine ray (the optional extra: pip install -e '.[cluster]'; docs/cluster.md): Ray is the scheduler. Each process is
 one Ray task (num_cpus=1) that runs the command in a temporary folder on its node with the node's copy of this
@@ -118,6 +120,36 @@ def parse(script, env, seed, tag, logs=None, root=None):
 def flags(env, seeds, extra):
     """The command line of one process after the interpreter and the script."""
     return ["--env-id", env, "--seed", str(seeds[0]), "--num-seeds", str(len(seeds)), "--eval-episodes", "50", *shlex.split(extra)]
+
+
+def resumable(script, env, seeds, extra, out):
+    """The newest checkpoint under out/runs/ of an interrupted run of exactly this process, or None: same script, first
+    seed and seed count, and every flag equal once resolved (the script's own Args and resolve_args read the command;
+    the runtime flags aside). A finished run or one with other flags is left alone."""
+    import dataclasses
+    import importlib.util
+
+    from safetensors import safe_open
+
+    spec = importlib.util.spec_from_file_location(f"launch_{script[:-3]}", os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    want = dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=flags(env, seeds, extra))))
+    ignore = set(module.RUNTIME_FLAGS) | {"resume"}
+    same = lambda a, b: (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
+    found = []
+    for path in glob.glob(os.path.join(out, "runs", f"{env}__*__{seeds[0]}__*", f"{script[:-3]}.safetensors")):
+        try:
+            with safe_open(path, framework="numpy") as f:
+                header = f.metadata() or {}
+            meta = json.loads(header["robust_rl"])
+        except Exception:
+            continue
+        if "resume" not in header or json.loads(header["resume"]).get("iteration", 0) >= want["num_iterations"]:
+            continue
+        if all(same(meta["args"].get(k), v) for k, v in want.items() if k not in ignore):
+            found.append((os.path.getmtime(path), path))
+    return max(found)[1] if found else None
 
 
 # ---- the Ray engine ---------------------------------------------------------------------------------------------------
@@ -303,7 +335,15 @@ def main(args):
         if args.dry_run:
             print(shlex.join(cmd))
             return 0
-        with open(log_path(script, env, seeds, args.tag, logs), "w") as f:
+        log = log_path(script, env, seeds, args.tag, logs)
+        if os.path.exists(log) and all(parse(script, env, seed, args.tag, logs, out)[0] is not None for seed in seeds):
+            print(f"{script} {env} seeds {seeds}: finished earlier ({os.path.relpath(log, out)}), skipped")
+            return 0
+        ckpt = resumable(script, env, seeds, args.extra, out)
+        if ckpt:  # an interrupted run of this very process: continue it, appending to its log
+            cmd = [sys.executable, os.path.join(ROOT, script), "--resume", os.path.relpath(ckpt, out), *flags(env, seeds, args.extra)]
+            print(f"{script} {env} seeds {seeds}: resuming {os.path.relpath(ckpt, out)}")
+        with open(log, "a" if ckpt and os.path.exists(log) else "w") as f:
             f.write(f"# {shlex.join(cmd)}\n")
             f.flush()
             return subprocess.run(cmd, cwd=out, stdout=f, stderr=subprocess.STDOUT).returncode

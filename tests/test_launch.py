@@ -65,3 +65,38 @@ def test_a_returned_run_cannot_write_outside_runs(tmp_path):
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(ValueError, match="unexpected path"):
         launch.unpack(buf.getvalue(), str(tmp_path))
+
+
+def test_a_relaunch_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path, capsys):
+    """The local engine: the same launch continues a process that was interrupted (its run folders, its log), leaves a
+    run with other flags alone, and skips a process whose log holds every seed's final evaluation."""
+    import signal
+    import subprocess
+
+    extra = "--total-timesteps 3072 --num-steps 512 --num-minibatches 8 --update-epochs 2 --progress False --save-every 0"
+    args = launch.Args(scripts=("ppo_continuous.py",), envs=("Hopper-v4",), seeds=(1, 2), seeds_per_process=2, extra=extra, tag="__t",
+                       out_dir=str(tmp_path))
+    cmd = [sys.executable, os.path.join(launch.ROOT, "ppo_continuous.py"), *launch.flags("Hopper-v4", [1, 2], extra)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter 2/6"):
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT
+    folders = sorted(os.listdir(tmp_path / "runs"))
+    assert len(folders) == 2
+    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra + " --learning-rate 1e-4", str(tmp_path)) is None
+    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)).endswith("ppo_continuous.safetensors")
+    with pytest.raises(SystemExit) as done:
+        launch.main(args)
+    assert done.value.code == 0
+    assert "resuming runs/" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "runs")) == folders  # continued in place: no new run folder
+    log = (tmp_path / "benchmark" / "logs" / "ppo_continuous__Hopper-v4__1-2__t.log").read_text()
+    assert "resumed runs/" in log and "seed 1: eval: natural return" in log and "seed 2: eval: natural return" in log
+    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)) is None  # finished
+    with pytest.raises(SystemExit):
+        launch.main(args)
+    assert "finished earlier" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "runs")) == folders
