@@ -138,14 +138,14 @@ def resumable(script, env, seeds, extra, out):
     ignore = set(module.RUNTIME_FLAGS) | {"resume"}
     same = lambda a, b: (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
     found = []
-    for path in glob.glob(os.path.join(out, "runs", f"{env}__*__{seeds[0]}__*", f"{script[:-3]}.safetensors")):
+    for path in glob.glob(os.path.join(out, "runs", f"{env}__{want['exp_name']}__{seeds[0]}__*", f"{want['exp_name']}.safetensors")):
         try:
             with safe_open(path, framework="numpy") as f:
                 header = f.metadata() or {}
             meta = json.loads(header["robust_rl"])
         except Exception:
             continue
-        if "resume" not in header or json.loads(header["resume"]).get("iteration", 0) >= want["num_iterations"]:
+        if meta.get("script") != script or "resume" not in header or json.loads(header["resume"]).get("iteration", 0) >= want["num_iterations"]:
             continue
         if all(same(meta["args"].get(k), v) for k, v in want.items() if k not in ignore):
             found.append((os.path.getmtime(path), path))
