@@ -9,7 +9,8 @@ and maximizes its worst case over the adversarial part. Defenses (--defense), on
     none           the victim learns against the benign opponent alone (no attacker)
     single         attacker and victim take simultaneous gradient steps at the same learning rate
     two_timescale  Algorithm 2: the attacker steps at --timescale-ratio times the victim's learning rate
-    min_oracle     Algorithm 1: the attacker is the exact best response to the current victim (a game-tree search)
+    min_oracle     Algorithm 1: the attacker is the best response to the current victim: exact in Kuhn (a game-tree
+                   search); in MuJoCo approximated by --oracle-iters PPO iterations of the attacker alone (victim frozen)
     self_play      sumo baseline (Bansal et al. 2018): the opponent is the victim itself, as it is this iteration
     fictitious_play  sumo baseline (Heinrich & Silver 2016): the opponent is a uniformly drawn past iterate of the victim
 Kuhn: victim lr = --attacker-lr / --timescale-ratio for every defense (single: the attacker at that lr too); MuJoCo:
@@ -27,7 +28,8 @@ Setting (--env-id):
            both PPO (this file is ppo_continuous.py plus the attacker); the attacker's policy loss counts only the
            steps it acted, the victim's only the steps it acted, both critics all steps; the attacker is paid minus
            the victim's (scaled) reward. Checkpoint: the victim under actor/, critic/, obs_norm/ (any tool reads it),
-           the attacker under adversary/. In MuJoCo, min_oracle and --oracle-iters > 1 are not implemented.
+           the attacker under adversary/. --oracle-iters K: K attacker iterations per victim iteration, the extra
+           ones on rollouts where the victim is frozen (min_oracle: K of them, then the victim learns alone).
     sumo-puck, sumo-ant  the two-agent arena of envs/sumo.py (the paper's Robosumo, Sec. 7, App. E). Phase 1 trains
            the benign policy by self-play (one PPO policy plays both agents and learns from both; written to
            benign.safetensors). Phase 2: the victim (agent 0) starts from it and trains against agent 1 =
@@ -174,7 +176,7 @@ class Args:
     epsilon: Optional[float] = None
     """l_inf attack budget in normalized-observation units (default per env: 0.075 Hopper/Humanoid, 0.05 Walker2d, 0.15 HalfCheetah/Ant)"""
     defense: Literal["none", "single", "two_timescale", "min_oracle", "self_play", "fictitious_play"] = "two_timescale"
-    """adversarial training: none, single timescale, two timescales (Algorithm 2), a min oracle (Algorithm 1; Kuhn only), or the sumo baselines self_play / fictitious_play"""
+    """adversarial training: none, single timescale, two timescales (Algorithm 2), a min oracle (Algorithm 1; MuJoCo: approximated by PPO), or the sumo baselines self_play / fictitious_play"""
     eps_pi: float = 0.3
     """the attacker's share of control: alpha plays (1 - eps_pi) * benign + eps_pi * adversarial"""
     attacker_lr: Optional[float] = None
@@ -185,7 +187,7 @@ class Args:
     fused_update: bool = True
     """MuJoCo: victim and attacker as one stacked network (one forward per rollout step, one forward and backward per minibatch); --no-fused-update: two networks, the reference path (same results)"""
     oracle_iters: int = 1
-    """Kuhn: attacker gradient steps per victim step (single, two_timescale; min_oracle's attacker is exact)"""
+    """attacker updates per victim update: Kuhn gradient steps (min_oracle's attacker is exact), MuJoCo PPO iterations on rollouts of their own"""
     iterations: int = 2000
     """Kuhn: victim updates"""
     victim_player: int = 2
@@ -263,14 +265,14 @@ def resolve_args(args):
     # the attacker (PR-MDP): the victim keeps the per-env PPO learning rates; the attacker's follow the timescale ratio
     if not 0 <= args.eps_pi <= 1:
         fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
-    if args.defense == "min_oracle" or args.oracle_iters != 1:
-        fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the MuJoCo setting not (use two_timescale)")
+    if args.oracle_iters < 1 or (args.oracle_iters > 1 and args.defense == "none"):
+        fail(f"--oracle-iters must be >= 1, and > 1 needs an attacker (--defense single, two_timescale or min_oracle), got {args.oracle_iters}")
     if args.defense in ("self_play", "fictitious_play") or args.benign:
         fail(f"--defense {args.defense} and --benign are for the sumo arena (two agents); the MuJoCo setting has one")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
         fail("--timescale-ratio and --attacker-lr must be positive")
     if args.attacker_lr is None:
-        args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense == "two_timescale" else 1.0)
+        args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense in ("two_timescale", "min_oracle") else 1.0)
     return args
 
 
@@ -480,7 +482,7 @@ class Agent(nn.Module):
         self.critic = MLP((obs_dim, *args.hidden_sizes, 1), args.activation, 1.0, generators)
         self.actor = Actor((obs_dim, *args.hidden_sizes, act_dim), args.activation, args.init_std, generators)
         # the attacker of the PR-MDP (saved under adversary/, which tools that read the victim ignore)
-        self.adversary = Adversary(obs_dim, act_dim, args, generators) if args.defense in ("single", "two_timescale") else None
+        self.adversary = Adversary(obs_dim, act_dim, args, generators) if args.defense in ("single", "two_timescale", "min_oracle") else None
 
     def get_value(self, x, seed=None):
         return self.critic(x, seed)
@@ -1504,7 +1506,15 @@ if __name__ == "__main__":
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
     pbar = tqdm(total=args.num_iterations * args.batch_size, initial=global_step, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
     interrupt.in_loop = True
-    for iteration in range(start_iteration, args.num_iterations + 1):
+    # ALGO LOGIC: the rollouts of one victim iteration. --oracle-iters K: the attacker takes K PPO iterations per victim
+    # iteration, the first ones on rollouts of their own with the victim frozen (its weights, normalizer, Adam state and
+    # step count). min_oracle (Algorithm 1, its min oracle approximated by PPO): K attacker-only rollouts, then the
+    # victim learns against the attacker held fixed; single / two_timescale: K - 1, then both learn from one rollout.
+    attacker_only_rollouts = args.oracle_iters if args.defense == "min_oracle" else args.oracle_iters - 1
+    rollouts = ((iteration, sub < attacker_only_rollouts) for iteration in range(start_iteration, args.num_iterations + 1) for sub in range(attacker_only_rollouts + 1))
+    victim_params = [*agent.actor.parameters(), *agent.critic.parameters()]
+    attacker_params = [*adversary.actor.parameters(), *adversary.critic.parameters()] if adversary is not None else []
+    for iteration, attacker_only in rollouts:
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -1525,8 +1535,9 @@ if __name__ == "__main__":
             joint_mean, joint_std, joint_noise = joint.numpy_actor(), np.concatenate((std, adv_std)), np.concatenate((noise, adv_noise), axis=1)
         final_obs, final_idx = [], []  # truncated episodes: bootstrap from V(final observation)
         for step in range(0, args.num_steps):
-            global_step += args.num_envs
-            agent.obs_norm.update(next_obs_raw)
+            if not attacker_only:  # global_step counts the victim's steps
+                global_step += args.num_envs
+                agent.obs_norm.update(next_obs_raw)
             x = agent.obs_norm.normalize_np(next_obs_raw)
             obs[step] = x
 
@@ -1683,13 +1694,18 @@ if __name__ == "__main__":
                 loss.sum().backward()  # the seeds' (and victim's and attacker's) parameters are disjoint: each gets its own loss's gradient
                 if start + args.minibatch_size == args.batch_size:  # logged once per iteration: the epoch's last minibatch's
                     victim_grad_norm = torch.stack([p.grad.flatten(1).norm(dim=1) for p in agent.actor.parameters()]).norm(dim=0)
-                if args.max_grad_norm > 0:
+                # ALGO LOGIC: who learns from this rollout; Adam skips a parameter without a gradient (state and step count too)
+                for p in victim_params if attacker_only else attacker_params if args.defense == "min_oracle" else ():
+                    p.grad = None
+                if args.max_grad_norm > 0 and not attacker_only:
                     clip_grad_norm_per_seed(agent.actor.parameters(), args.max_grad_norm)
                     clip_grad_norm_per_seed(agent.critic.parameters(), args.max_grad_norm)
                 optimizer.step()
 
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
+        if attacker_only:  # the victim iteration's own rollout follows
+            continue
 
         y_pred, y_true = b_values.numpy(), b_returns.numpy()
         var_y = np.var(y_true, axis=1)

@@ -270,7 +270,8 @@ PRUNE = ("--hidden-sizes", 32, 32, "--burn-in", 0.1, "--prune-interval", 3)  # m
     [("ppo_continuous", signal.SIGINT, 1, ()), ("sappo", signal.SIGTERM, 1, ()), ("arppo", signal.SIGINT, 1, ()), ("barppo", signal.SIGTERM, 1, ()),
      ("ppo_continuous", signal.SIGTERM, 2, ()), ("barppo", signal.SIGINT, 2, ()),
      ("pruned_ppo", signal.SIGINT, 2, ("--prune-method", "saliency", *PRUNE)), ("pruned_ppo", signal.SIGTERM, 1, ("--prune-method", "magnitude_ste", *PRUNE)),
-     ("two_timescale_adv", signal.SIGTERM, 2, ("--defense", "two_timescale", "--eps-pi", 0.3))],
+     ("two_timescale_adv", signal.SIGTERM, 2, ("--defense", "two_timescale", "--eps-pi", 0.3)),
+     ("two_timescale_adv", signal.SIGINT, 1, ("--defense", "min_oracle", "--oracle-iters", 2, "--eps-pi", 0.3))],
 )
 def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, script, sig, seeds, extra):
     """Signal a run after its second iteration: it saves (every seed) and exits 128 + signum with one line; --resume with

@@ -128,8 +128,29 @@ def test_prmdp_without_attacker_has_no_adversary(tmp_path):
         assert not [k for k in f.keys() if k.startswith("adversary/")]
 
 
-def test_prmdp_refuses_the_min_oracle(tmp_path):
-    assert "best-response oracle" in one_line_error(run("two_timescale_adv.py", *PRMDP, "--defense", "min_oracle", cwd=tmp_path, timeout=60))
+@pytest.mark.parametrize("defense,oracle_iters,attacker_updates", [("min_oracle", 2, 2), ("two_timescale", 3, 3), ("min_oracle", 1, 1)])
+def test_prmdp_oracle_iters_update_the_attacker_alone_before_the_victim(tmp_path, defense, oracle_iters, attacker_updates):
+    """--oracle-iters K: the attacker takes K PPO iterations per victim iteration, the extra ones on rollouts where the
+    victim is frozen: the victim's Adam step count, normalizer count and global_step are those of the victim's own
+    iterations (4 x 2 epochs x 4 minibatches = 32 steps, 1024 observations), the attacker's Adam counts K times that."""
+    from safetensors import safe_open
+
+    proc = run("two_timescale_adv.py", *PRMDP, "--defense", defense, "--oracle-iters", oracle_iters, "--eps-pi", 0.3, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "two_timescale_adv.safetensors"))
+    with safe_open(path, "pt") as f:
+        steps = {int(k.split("/")[2]): f.get_tensor(k).item() for k in f.keys() if k.startswith("resume/adam/") and k.endswith("/step")}
+        count, meta = f.get_tensor("obs_norm/count").item(), json.loads(f.metadata()["robust_rl"])
+    victim = [steps[i] for i in range(13)]  # the optimizer's groups: victim actor (7 tensors) and critic (6), then the attacker's
+    attacker = [steps[i] for i in range(13, 26)]
+    assert len(steps) == 26 and victim == [32.0] * 13 and attacker == [32.0 * attacker_updates] * 13
+    assert count == pytest.approx(1024, abs=1e-3) and meta["global_step"] == 1024
+    assert meta["args"]["attacker_lr"] == pytest.approx(10 * meta["args"]["learning_rate"])  # min_oracle's attacker is the fast one
+
+
+def test_prmdp_oracle_iters_need_an_attacker(tmp_path):
+    assert "--oracle-iters" in one_line_error(run("two_timescale_adv.py", *PRMDP, "--defense", "none", "--oracle-iters", 2, cwd=tmp_path, timeout=60))
+    assert "--oracle-iters" in one_line_error(run("two_timescale_adv.py", *PRMDP, "--oracle-iters", 0, cwd=tmp_path, timeout=60))
 
 
 @pytest.mark.slow
