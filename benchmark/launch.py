@@ -6,6 +6,7 @@ existing Ray cluster, and pick each (script, env) median-seed checkpoint for the
     python benchmark/launch.py --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 4 5 --seeds-per-process 5
     python benchmark/launch.py --engine ray --address 10.0.0.1:6379 --envs Hopper-v4 Walker2d-v4 --seeds 1 2 3 4 5
     python benchmark/launch.py --zoo --scripts ppo_continuous.py --envs HalfCheetah-v4    # copy the median seed to zoo/
+    python benchmark/launch.py --collect --scripts barppo.py --envs Hopper-v4 --seeds 1 2 3 4 5 --tag __kappa1.0   # every seed to benchmark/checkpoints/
 
 Each process trains --seeds-per-process consecutive seeds of one (script, env) side by side (`--num-seeds`; default 1:
 one process per seed) and writes `benchmark/logs/{script}__{env}__{seed}{tag}.log` (one seed) or
@@ -70,6 +71,8 @@ class Args:
     """print the commands only"""
     zoo: bool = False
     """do not train: copy each (script, env) median-seed checkpoint to zoo/{script}{tag}__{env}.safetensors"""
+    collect: bool = False
+    """do not train: copy every finished seed's checkpoint to benchmark/checkpoints/{script}{tag}__{env}__{seed}.safetensors"""
     engine: Literal["local", "ray"] = "local"
     """local: a process pool on this machine (--jobs); ray: one Ray task per process on an existing Ray cluster (--address)"""
     address: str | None = None
@@ -306,6 +309,24 @@ def main(args):
     if args.engine == "ray" and not args.zoo and not args.dry_run and (not args.address or args.retries < 0):
         sys.exit("error: --engine ray needs --address HOST:PORT (the head node of a running Ray cluster) and --retries >= 0")
     runs = [(s, e, group) for s in args.scripts for e in args.envs for group in chunks(sorted(set(args.seeds)), args.seeds_per_process)]
+    if args.collect:
+        folder = os.path.join(ROOT, "benchmark", "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        missing = []
+        for script in args.scripts:
+            for env in args.envs:
+                for seed in args.seeds:
+                    ret, ckpt = parse(script, env, seed, args.tag, logs, out)
+                    if ret is None or ckpt is None:
+                        missing.append(f"{script} {env} seed {seed}")
+                        continue
+                    dst = os.path.join(folder, f"{script[:-3]}{args.tag}__{env}__{seed}.safetensors")
+                    shutil.copyfile(ckpt, dst + ".tmp")
+                    os.replace(dst + ".tmp", dst)
+                    print(f"{script} {env} seed {seed} ({ret:.0f}) -> {os.path.relpath(dst, ROOT)}")
+        if missing:
+            sys.exit(f"error: no finished run of {', '.join(missing)}")
+        return
     if args.zoo:
         os.makedirs(os.path.join(ROOT, "zoo"), exist_ok=True)
         for script in args.scripts:

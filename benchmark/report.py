@@ -436,16 +436,18 @@ def pruning_section(data):
         d_nat, d_worst, d_avg, _ = per_seed(dense)
         lines += [f"**{env}**: mean +- s.e. over seeds; normalized = divided by the dense SA agent's mean; robust = the mean of "
                   "random, critic, MAD and RS; surrogate = the certified Lipschitz surrogate of the actor (mean over seeds); "
-                  "MAD found / bound = the largest action deviation MAD found over the certified bound.", "",
-                  "| method | sparsity | interval | seeds | natural | worst of 4 | mean of 4 | norm. clean | norm. worst | norm. robust | surrogate | MAD found / bound |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "MAD found / bound = the largest action deviation MAD found over the certified bound; steps = training steps "
+                  "(runs shorter than the others are labelled by it).", "",
+                  "| method | sparsity | interval | seeds | steps | natural | worst of 4 | mean of 4 | norm. clean | norm. worst | norm. robust | surrogate | MAD found / bound |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in sorted(configs, key=lambda c: (c["method"] != "none", c["method"], c["interval"], c["sparsity"])):
             nat, worst, avg, _ = per_seed(c)
             cert = [r.get("certificate", {}) for r in c["results"]]
             sur = np.mean([x["lipschitz_surrogate"] for x in cert]) if all("lipschitz_surrogate" in x for x in cert) else None
             ratio = [x["empirical_max_deviation"] / x["action_deviation_bound"] for x in cert if x.get("empirical_max_deviation") is not None]
             (n_m, n_s), (w_m, w_s), (a_m, a_s) = mean_se(nat), mean_se(worst), mean_se(avg)
-            lines.append(f"| {c['method']} | {c['sparsity']:g} | {c['interval']} | {len(nat)} | {n_m:.0f} +- {n_s:.0f} | {w_m:.0f} +- {w_s:.0f} | "
+            steps = sorted({r["global_step"] for r in c["results"] if r.get("global_step")})
+            lines.append(f"| {c['method']} | {c['sparsity']:g} | {c['interval']} | {len(nat)} | {', '.join(f'{x / 1e6:.1f}M' for x in steps)} | {n_m:.0f} +- {n_s:.0f} | {w_m:.0f} +- {w_s:.0f} | "
                          f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {a_m / d_avg.mean():.2f} | "
                          f"{'' if sur is None else f'{sur:.3g}'} | {f'{np.mean(ratio):.3f}' if ratio else ''} |")
             plots.setdefault(env, []).append(dict(method=c["method"], sparsity=c["sparsity"], interval=c["interval"],
@@ -556,7 +558,7 @@ def prmdp_section(data):
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
 # policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named
 # `curves/two_timescale_adv__{defense}__eps_pi{e}__{env}.json` (tags charts/episodic_return, adversary/victim_grad_norm).
-TT_NAME = re.compile(r"^two_timescale_adv__(single|two_timescale|none)__eps_pi([0-9.]+)__(.+)\.json$")
+TT_NAME = re.compile(r"^two_timescale_adv__(single|two_timescale|min_oracle|none)__eps_pi([0-9.]+)__(.+)\.json$")
 
 
 def plot_two_timescale(folder=None, out=None):

@@ -100,3 +100,21 @@ def test_a_relaunch_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path
         launch.main(args)
     assert "finished earlier" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "runs")) == folders
+
+
+def test_collect_copies_every_finished_seed_and_names_the_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "ROOT", str(tmp_path))
+    logs = tmp_path / "benchmark" / "logs"
+    logs.mkdir(parents=True)
+    for seed in (1, 2):
+        (tmp_path / "runs" / f"r{seed}").mkdir(parents=True)
+        (tmp_path / "runs" / f"r{seed}" / "barppo.safetensors").write_bytes(bytes([seed]))
+    (logs / "barppo__Hopper-v4__1-3__kappa1.0.log").write_text(
+        "seed 1: model saved to runs/r1/barppo.safetensors\nseed 2: model saved to runs/r2/barppo.safetensors\n"
+        "seed 1: eval: natural return 10.0 +- 1\nseed 2: eval: natural return 20.0 +- 1\n")  # seed 3 never finished
+    args = launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2), tag="__kappa1.0", collect=True, out_dir=str(tmp_path))
+    launch.main(args)
+    for seed in (1, 2):
+        assert (tmp_path / "benchmark" / "checkpoints" / f"barppo__kappa1.0__Hopper-v4__{seed}.safetensors").read_bytes() == bytes([seed])
+    with pytest.raises(SystemExit, match="no finished run of barppo.py Hopper-v4 seed 3"):
+        launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2, 3), tag="__kappa1.0", collect=True, out_dir=str(tmp_path)))

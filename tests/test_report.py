@@ -109,7 +109,9 @@ def test_pruning_sweet_spots(tmp_path):
     assert mode == 0.7 and absolute == pytest.approx(762.5) and normalized == pytest.approx(1.525)
     text, plots = report.pruning_section(data)
     assert "| magnitude | 50% | 1.00 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
-    assert "| magnitude | 0.5 | 1 | 1 | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
+    assert "| magnitude | 0.5 | 1 | 1 |  | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
+    dense["results"][0]["global_step"] = dense["results"][1]["global_step"] = 999424  # a 1M-step run is labelled
+    assert "| none | 0 | 10 | 2 | 1.0M | 1000 +- 0 |" in report.pruning_section(data)[0]
     assert len(plots["Hopper-v4"]) == 5
 
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The pruning grid of pruned_ppo.py (arXiv 2510.12939, Sec. 4 and App. C): SA regularizer on (sappo.py's kappa),
+# 256-256 networks; each configuration's seeds in one process, then every agent under random, critic, MAD and RS
+# (50 episodes) into benchmark/results/pruning/{method}{sparsity}[__interval{k}]__{env}.json.
+#
+#     bash benchmark/grids/pruning.sh frontier Hopper-v4 3     # magnitude at 0 (dense), 0.3, 0.5, 0.7, 0.9; 3 seeds; 2M steps
+#     bash benchmark/grids/pruning.sh frontier HalfCheetah-v4 2
+#     bash benchmark/grids/pruning.sh methods Hopper-v4 2      # random, magnitude_ste, saliency at 0.3 and 0.7; 1M steps
+#     bash benchmark/grids/pruning.sh interval Hopper-v4 2     # magnitude 0.5 with --prune-interval 1 and 100; 2M steps
+#
+# Re-running continues where it stopped (launch.py skips finished processes and resumes interrupted ones; an
+# evaluation whose JSON exists is skipped). Then: python benchmark/report.py (tables and plots); the dense agent and
+# each method's sweet spot then also under SA-RL and PA-AD (eval_attacks.py --attacks sa_rl pa_ad).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-python}
+PART=${1:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}
+ENV=${2:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}
+SEEDS=$(seq 1 "${3:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}")
+mkdir -p benchmark/results/pruning
+
+one() {  # name, flags: train the seeds in one process, copy the checkpoints, attack every seed
+  local name=$1 flags=$2
+  $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "__$name"
+  $PY benchmark/launch.py --collect --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --tag "__$name"
+  local out=benchmark/results/pruning/${name}__$ENV.json models=()
+  for seed in $SEEDS; do models+=("benchmark/checkpoints/pruned_ppo__${name}__${ENV}__$seed.safetensors"); done
+  [ -f "$out" ] || $PY eval_attacks.py --model "${models[@]}" --attacks fast --json "$out"
+}
+
+case $PART in
+  frontier)
+    one none "--prune-method none"
+    for s in 0.3 0.5 0.7 0.9; do one magnitude$s "--prune-method magnitude --target-sparsity $s"; done ;;
+  methods)
+    for m in random magnitude_ste saliency; do
+      for s in 0.3 0.7; do one $m$s "--prune-method $m --target-sparsity $s --total-timesteps 1000000"; done
+    done ;;
+  interval)
+    for k in 1 100; do one magnitude0.5__interval$k "--prune-method magnitude --target-sparsity 0.5 --prune-interval $k"; done ;;
+  *) echo "error: unknown part '$PART' (choose from frontier, methods, interval)" >&2; exit 2 ;;
+esac
