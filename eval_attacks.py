@@ -68,6 +68,8 @@ class Args:
     """evaluation seed: episode k starts from env.reset(seed=seed + k) (learned attacks use --attack-seed)"""
     attack_seed: int = 0
     """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref, action_mix) and part of their cache key"""
+    batch_fits: bool = True
+    """fit the PPO-learned attacks (sa_rl, pa_ad, the _ref ones, action_mix) of several checkpoints side by side in one process (~1.6x faster); --no-batch-fits: one after another"""
     env_id: Optional[str] = None
     """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10
@@ -309,6 +311,35 @@ def learned_attack(model, name, epsilon, args):
             loaded = fit_or_load(attack, cache, model.env_id, steps, args.attack_seed, progress)
             print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
     return candidates
+
+
+SIDE_BY_SIDE = ("sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix")  # the PPO-learned attacks (rs fits Q functions by TD)
+
+
+def fit_side_by_side(models, names, args):
+    """Fit and cache, side by side in one process (attacks.ppo_adversary.fit_many), every PPO-learned attack that two or
+    more checkpoints of one env still need; the evaluation then loads them as any cached fit. A fit side by side is
+    the same algorithm, seed and budget as one fitted alone, and ends where that one would to float32 rounding after
+    its first update; later the rounding grows as any last bit does in MuJoCo, so it is another sample of the same fit."""
+    from attacks.ppo_adversary import fit_many
+
+    for name in (n for n in names if n in SIDE_BY_SIDE):
+        for env_id in sorted({m.env_id for m in models}):
+            todo = {}  # cache path -> attack: one fit per victim and budget
+            for model in (m for m in models if m.env_id == env_id):
+                for epsilon in model.epsilons:
+                    for _, attack in make_attack(name, model.policy, epsilon, args):
+                        cache = attack_cache(model, name, attack, args)
+                        if not os.path.exists(cache):
+                            todo.setdefault(cache, attack)
+            if len(todo) < 2:
+                continue
+            print(f"{name}: fitting {len(todo)} adversaries side by side on {env_id}", file=sys.stderr, flush=True)
+            fit_many(list(todo.values()), env_id, fit_steps(name, args, env_id), args.attack_seed, show_progress(args))
+            for cache, attack in todo.items():
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                attack.save(cache)
+                print(f"{name}: trained side by side and cached {cache}", file=sys.stderr, flush=True)
 
 
 # Fit speed of each learned attack in its --*-steps per second of wall-clock (robust Sarsa: per Q function, data
@@ -782,6 +813,8 @@ def main(args):
         args.episodes = 200 if arena else 50  # the sumo rates need enough games: 200 gives a standard error <= 0.035
     torch.set_num_threads(args.torch_threads)
     announce_fits(models, names, args)
+    if args.batch_fits and not arena:
+        fit_side_by_side(models, names, args)
     out = dict(schema=SCHEMA, **provenance())
     if args.epsilons:
         sweep = {m.path: [run_model(m, args, e) for e in m.epsilons] for m in models}

@@ -19,6 +19,7 @@ import torch
 
 from attacks.checkpoint import policy_hash
 from attacks.ppo_adversary import (
+    FitJob,
     GaussianAgent,
     config_dict,
     config_from,
@@ -54,8 +55,8 @@ class ActionMixAttack:
             torch.manual_seed(seed)
             return GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
 
-    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
-        self.agent = self._new_agent(seed)
+    def fit_job(self, env_id, seed=0):
+        """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side)."""
         victim = numpy_mlp(self.policy.actor)
         coins = np.random.default_rng([seed, 2])  # a stream of its own: the PPO learner's draws stay as they are
 
@@ -63,7 +64,12 @@ class ActionMixAttack:
             acted = coins.random(len(x)) < self.eps_pi
             return np.where(acted[:, None], a, victim(x)), acted
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action, self.cfg, progress, desc=NAME)
+        return FitJob(self._new_agent(seed), numpy_normalizer(self.policy.obs_norm), victim_action, seed, NAME)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        job = self.fit_job(env_id, seed)
+        self.agent = job.agent
+        self.log = train_ppo(job.agent, env_id, steps, seed, job.normalize, job.victim_action, self.cfg, progress, desc=job.desc)
         self.fitted = True
         return self
 

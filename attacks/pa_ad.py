@@ -17,6 +17,7 @@ import torch
 
 from attacks.checkpoint import policy_hash
 from attacks.ppo_adversary import (
+    FitJob,
     GaussianAgent,
     config_dict,
     config_from,
@@ -84,8 +85,8 @@ class PAADAttack:
             torch.manual_seed(seed)
             return GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
 
-    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
-        self.agent = self._new_agent(seed)
+    def fit_job(self, env_id, seed=0):
+        """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side)."""
         (weights, act), victim = numpy_weights(self.policy.actor), numpy_mlp(self.policy.actor)
         eps, n = self.epsilon, self.pgd_steps
 
@@ -93,7 +94,12 @@ class PAADAttack:
             d = (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)).astype(np.float32)
             return victim(x + numpy_pgd_along(weights, act, x, d, eps, n))
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action, self.cfg, progress, desc=NAME)
+        return FitJob(self._new_agent(seed), numpy_normalizer(self.policy.obs_norm), victim_action, seed, NAME)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        job = self.fit_job(env_id, seed)
+        self.agent = job.agent
+        self.log = train_ppo(job.agent, env_id, steps, seed, job.normalize, job.victim_action, self.cfg, progress, desc=job.desc)
         self.fitted = True
         return self
 

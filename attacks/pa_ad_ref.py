@@ -63,12 +63,12 @@ import torch.nn.functional as F
 from attacks import uniform_like
 from attacks.pa_ad import PAADAttack
 from attacks.ppo_adversary import (
+    FitJob,
     config_dict,
     forward_invariant,
     numpy_normalizer,
     numpy_sampled_victim,
     numpy_weights,
-    train_ppo,
 )
 
 NAME = "pa_ad_ref"
@@ -142,10 +142,8 @@ class PAADRefAttack(PAADAttack):
         self.settings = dict(epsilon=self.epsilon, start_steps=self.start_steps, realizer="official_one_step",
                              victim="sampled", **config_dict(self.cfg))
 
-    def fit(self, env_id, steps=None, seed=0, progress=False):
-        """Train the director against the sampled victim; steps None: the official budget for env_id."""
-        steps = official_steps(env_id) if steps is None else steps
-        self.agent = self._new_agent(seed)
+    def fit_job(self, env_id, seed=0):
+        """What a fit trains: the director against the sampled victim (train_ppo's pieces)."""
         (weights, act), victim = numpy_weights(self.policy.actor), numpy_sampled_victim(self.policy, seed)
         start_rng = np.random.default_rng([seed, START_NOISE_STREAM])
         eps, half_width = self.epsilon, self.epsilon / self.start_steps
@@ -154,10 +152,11 @@ class PAADRefAttack(PAADAttack):
             noise = start_rng.uniform(-half_width, half_width, size=x.shape).astype(np.float32)
             return victim(x + numpy_official_step(weights, act, x, a, eps, noise))
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action,
-                             self.cfg, progress, desc=NAME)
-        self.fitted = True
-        return self
+        return FitJob(self._new_agent(seed), numpy_normalizer(self.policy.obs_norm), victim_action, seed, NAME)
+
+    def fit(self, env_id, steps=None, seed=0, progress=False):
+        """Train the director against the sampled victim; steps None: the official budget for env_id."""
+        return super().fit(env_id, official_steps(env_id) if steps is None else steps, seed, progress)
 
     def start(self, x, gens):
         """The official random start, U(-eps/K, eps/K) per coordinate, row i from gens[i]."""

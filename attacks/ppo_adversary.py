@@ -354,6 +354,173 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
     return {"episode_returns": episode_returns, "sps": global_step / (time.time() - start_time)}
 
 
+@dataclass
+class FitJob:
+    """One learned attack's fit as train_ppo takes it: the adversary to train, the victim's frozen normalizer and its
+    response to the adversary's action (train_ppo's normalize and victim_action), the fit's seed and label."""
+
+    agent: GaussianAgent
+    normalize: object
+    victim_action: object
+    seed: int
+    desc: str = "adversary"
+
+
+def stacked_forward(layers, x):
+    """A stacked tanh MLP: layers [(W [M, out, in], b [M, out])], x [M, B, in] -> [M, B, out]; row m through net m."""
+    for w, b in layers[:-1]:
+        x = torch.tanh(torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
+    w, b = layers[-1]
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
+    """train_ppo for several fits side by side, one per victim (each its own agent, seed, normalizer, victim, envs and
+    random streams; one env, budget and PPO config for all): the adversaries are stacked along a leading dim, so a
+    rollout step runs one forward of all of them and a minibatch one forward and one backward. Fit m ends where
+    train_ppo(job m) ends, to float32 rounding (batched matrix products and the fused Adam's vector tails round a
+    last bit differently). Why: the learned attacks of a grid's seeds cost ~40% less side by side. Returns
+    [train_ppo's result per job]; each job's agent is trained in place."""
+    M, N, T = len(jobs), cfg.num_envs, cfg.num_steps
+    envs = [[gym.make(env_id) for _ in range(N)] for _ in jobs]
+    obs_dim = envs[0][0].observation_space.shape[0]
+    k = jobs[0].agent.actor.layers[-1].out_features
+    low, high = envs[0][0].action_space.low, envs[0][0].action_space.high
+    batch_size = N * T
+    if batch_size % cfg.num_minibatches:
+        raise ValueError(f"num_minibatches {cfg.num_minibatches} does not divide the batch size {batch_size}")
+    minibatch_size = batch_size // cfg.num_minibatches
+    num_iterations = max(1, total_steps // batch_size)
+    rngs = [np.random.default_rng(job.seed) for job in jobs]
+    gens = [torch.Generator().manual_seed(job.seed) for job in jobs]
+    # each fit's own parameters, trained in place (Adam and the gradient clip per fit, as alone), stacked at every use
+    agents = [job.agent for job in jobs]
+    optimizer = torch.optim.Adam([p for a in agents for p in a.parameters()], lr=cfg.learning_rate, eps=1e-5, fused=True)
+
+    def stacked(net):  # [(W [M, out, in], b [M, out])] of the agents' actors or critics
+        return [(torch.stack([getattr(a, net).layers[i].weight for a in agents]), torch.stack([getattr(a, net).layers[i].bias for a in agents]))
+                for i in range(len(getattr(agents[0], net).layers))]
+
+    def evaluate(x, action):  # GaussianAgent.get_action_and_value per fit: [M, B] logprob, entropy, value
+        mean, log_std = stacked_forward(stacked("actor"), x), torch.stack([a.actor.log_std for a in agents])
+        logprob = -0.5 * (((action - mean) * torch.exp(-log_std).unsqueeze(1)) ** 2).sum(2) - (log_std.sum(1) + 0.5 * math.log(2 * math.pi) * k).unsqueeze(1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1).unsqueeze(1).expand(M, x.shape[1])
+        return logprob, entropy, stacked_forward(stacked("critic"), x).squeeze(2)
+
+    obs = np.zeros((T, M, N, obs_dim), dtype=np.float32)
+    actions = np.zeros((T, M, N, k), dtype=np.float32)
+    rewards = np.zeros((T, M, N), dtype=np.float32)
+    ends = np.zeros((T, M, N), dtype=np.float32)
+    acted, masked = np.ones((T, M, N), dtype=np.float32), [False] * M
+    next_raw = np.stack([np.stack([env.reset(seed=job.seed + i)[0] for i, env in enumerate(envs_m)]) for job, envs_m in zip(jobs, envs)])
+    ret_acc, ret_mean, ret_var, ret_count = np.zeros((M, N)), np.zeros(M), np.ones(M), np.full(M, 1e-4)
+    ep_return, episode_returns = np.zeros((M, N)), [[] for _ in jobs]
+    start_time, global_step = time.time(), 0
+    pbar = FitProgress(progress, num_iterations * batch_size * M, f"{jobs[0].desc} x {M}")
+    rows = torch.arange(M).unsqueeze(1)
+    for iteration in range(1, num_iterations + 1):
+        if cfg.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * cfg.learning_rate
+
+        # rollout: the adversaries in one numpy forward, each victim and its envs on their own
+        weights = [(w.detach().numpy().transpose(0, 2, 1).copy(), b.detach().numpy()[:, None, :].copy()) for w, b in stacked("actor")]
+        std = np.exp(np.stack([a.actor.log_std.detach().numpy() for a in agents]))[:, None, :]
+        noise = np.stack([rng.standard_normal((T, N, k)).astype(np.float32) for rng in rngs], 1)
+        final_obs, final_idx = [[] for _ in jobs], [[] for _ in jobs]
+        for step in range(T):
+            global_step += N
+            x = np.stack([job.normalize(raw) for job, raw in zip(jobs, next_raw)])
+            obs[step] = x
+            h = x
+            for w, b in weights[:-1]:
+                h = np.tanh(np.matmul(h, w) + b)
+            a = np.matmul(h, weights[-1][0]) + weights[-1][1] + std * noise[step]
+            actions[step] = a
+            for m, job in enumerate(jobs):
+                act = job.victim_action(x[m], a[m])
+                if isinstance(act, tuple):
+                    (act, acted[step, m]), masked[m] = act, True
+                act = np.clip(act, low, high)
+                for i, env in enumerate(envs[m]):
+                    o, r, terminated, truncated, _ = env.step(act[i])
+                    ep_return[m, i] += r
+                    ret_acc[m, i] = ret_acc[m, i] * cfg.gamma - r
+                    rewards[step, m, i] = -r
+                    ends[step, m, i] = terminated or truncated
+                    if terminated or truncated:
+                        if truncated and not terminated:
+                            final_obs[m].append(job.normalize(o[None])[0])
+                            final_idx[m].append((step, i))
+                        episode_returns[m].append(float(ep_return[m, i]))
+                        ep_return[m, i] = 0.0
+                        o, _ = env.reset()
+                    next_raw[m, i] = o
+            if cfg.reward_scale:
+                b_mean = ret_acc.sum(1) / N
+                b_var = np.square(ret_acc - b_mean[:, None]).sum(1) / N
+                delta, tot = b_mean - ret_mean, ret_count + N
+                ret_var = (ret_var * ret_count + b_var * N + delta**2 * ret_count * N / tot) / tot
+                ret_mean, ret_count = ret_mean + delta * N / tot, tot
+                rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var[:, None] + 1e-8), -cfg.reward_clip, cfg.reward_clip)
+            ret_acc[ends[step] > 0] = 0.0
+
+        with torch.no_grad():
+            b_obs = torch.from_numpy(obs.transpose(1, 0, 2, 3).reshape(M, -1, obs_dim))
+            b_actions = torch.from_numpy(actions.transpose(1, 0, 2, 3).reshape(M, -1, k))
+            b_logprobs, _, b_values = evaluate(b_obs, b_actions)
+            values = b_values.numpy().reshape(M, T, N).transpose(1, 0, 2)
+            last = torch.from_numpy(np.stack([job.normalize(raw) for job, raw in zip(jobs, next_raw)]))
+            critic = stacked("critic")
+            next_value = stacked_forward(critic, last).numpy().reshape(M, N)
+            for m in range(M):
+                if final_obs[m]:
+                    one = [(w[m : m + 1], b[m : m + 1]) for w, b in critic]
+                    final_values = stacked_forward(one, torch.from_numpy(np.stack(final_obs[m]))[None]).numpy().reshape(-1)
+                    for (s, i), v in zip(final_idx[m], final_values):
+                        rewards[s, m, i] += cfg.gamma * v
+        advantages = compute_gae(rewards, values, ends, next_value, cfg.gamma, cfg.gae_lambda)
+        b_advantages = torch.from_numpy(advantages.transpose(1, 0, 2).reshape(M, -1))
+        b_returns = b_advantages + b_values
+        b_acted = torch.from_numpy(acted.transpose(1, 0, 2).reshape(M, -1))
+        use_mask = torch.tensor(masked).unsqueeze(1)
+
+        for epoch in range(cfg.update_epochs):
+            perm = torch.stack([torch.randperm(batch_size, generator=g) for g in gens])
+            e_obs, e_actions, e_logprobs, e_adv, e_returns, e_values, e_acted = (
+                t[rows, perm] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, b_acted))
+            for start in range(0, batch_size, minibatch_size):
+                mb = slice(start, start + minibatch_size)
+                newlogprob, entropy, newvalue = evaluate(e_obs[:, mb], e_actions[:, mb])
+                ratio = (newlogprob - e_logprobs[:, mb]).exp()
+                mb_adv = e_adv[:, mb]
+                if cfg.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
+                pg = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef))
+                weight = torch.where(use_mask, e_acted[:, mb], torch.ones_like(pg))
+                pg_loss = (pg * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+                if cfg.clip_vloss:
+                    v_clipped = e_values[:, mb] + torch.clamp(newvalue - e_values[:, mb], -cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((newvalue - e_returns[:, mb]) ** 2, (v_clipped - e_returns[:, mb]) ** 2).mean(1)
+                else:
+                    v_loss = 0.5 * ((newvalue - e_returns[:, mb]) ** 2).mean(1)
+                loss = pg_loss - cfg.ent_coef * entropy.mean(1) + cfg.vf_coef * v_loss
+                optimizer.zero_grad()
+                loss.sum().backward()  # the fits' parameters are disjoint slices: each gets its own loss's gradient
+                if cfg.max_grad_norm > 0:
+                    for a in agents:
+                        nn.utils.clip_grad_norm_(a.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+
+        recent = float(np.mean([np.mean(r[-10:]) for r in episode_returns if r])) if any(episode_returns) else float("nan")
+        pbar.update(batch_size * M, victim_return=f"{recent:.0f}")
+    pbar.close()
+    for envs_m in envs:
+        for env in envs_m:
+            env.close()
+    seconds = time.time() - start_time
+    return [{"episode_returns": returns, "sps": global_step * M / seconds} for returns in episode_returns]
+
+
 # ---- saving and caching what a learned attack learned (safetensors: tensors + a JSON metadata document) ----
 
 
@@ -423,6 +590,15 @@ def fit_or_load(attack, cache, env_id, steps, seed, progress=False):
     attack.fit(env_id, steps, seed, progress=progress)
     attack.save(cache)
     return False
+
+
+def fit_many(attacks, env_id, steps, seed, progress=False):
+    """Fit learned attacks of one kind, one per victim, side by side (train_ppo_many): each ends as its own
+    fit(env_id, steps, seed) would, to float32 rounding."""
+    jobs = [attack.fit_job(env_id, seed) for attack in attacks]
+    logs = train_ppo_many(jobs, env_id, steps, attacks[0].cfg, progress)
+    for attack, job, log in zip(attacks, jobs, logs):
+        attack.agent, attack.log, attack.fitted = job.agent, log, True
 
 
 def config_from(settings):

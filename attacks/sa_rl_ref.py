@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks.ppo_adversary import config_dict, forward_invariant, numpy_normalizer, numpy_sampled_victim, train_ppo
+from attacks.ppo_adversary import FitJob, config_dict, forward_invariant, numpy_normalizer, numpy_sampled_victim
 from attacks.sa_rl import SARLAttack
 
 NAME = "sa_rl_ref"
@@ -70,19 +70,18 @@ class SARLRefAttack(SARLAttack):
         super().__init__(policy, epsilon, **{**PPO_REF, **ppo})
         self.settings = dict(epsilon=self.epsilon, squash="hardtanh", victim="sampled", **config_dict(self.cfg))
 
-    def fit(self, env_id, steps=None, seed=0, progress=False):
-        """Train the adversary against the sampled victim; steps None: the official budget for env_id."""
-        steps = official_steps(env_id) if steps is None else steps
-        self.agent = self._new_agent(seed)
+    def fit_job(self, env_id, seed=0):
+        """What a fit trains: the adversary against the sampled victim (train_ppo's pieces)."""
         victim, eps = numpy_sampled_victim(self.policy, seed), self.epsilon
 
         def victim_action(x, a):  # a: the adversary's sampled action; hardtanh = clip to [-1, 1]
             return victim(x + eps * np.clip(a, -1.0, 1.0))
 
-        self.log = train_ppo(self.agent, env_id, steps, seed, numpy_normalizer(self.policy.obs_norm), victim_action,
-                             self.cfg, progress, desc=NAME)
-        self.fitted = True
-        return self
+        return FitJob(self._new_agent(seed), numpy_normalizer(self.policy.obs_norm), victim_action, seed, NAME)
+
+    def fit(self, env_id, steps=None, seed=0, progress=False):
+        """Train the adversary against the sampled victim; steps None: the official budget for env_id."""
+        return super().fit(env_id, official_steps(env_id) if steps is None else steps, seed, progress)
 
     def perturbation(self, x):
         """eps * hardtanh(the adversary's mean at x): exactly +-eps wherever the mean is beyond +-1."""

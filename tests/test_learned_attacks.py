@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import one_line_error, run
+from conftest import ROOT, one_line_error, run
 
 import eval_attacks
 from attacks import pa_ad, pa_ad_ref, ppo_adversary, rs, sa_rl, sa_rl_ref, uniform_like
@@ -376,15 +376,17 @@ def gens_for(n, base=100):
     return [torch.Generator().manual_seed(base + i) for i in range(n)]
 
 
-def capture_fit(monkeypatch, module, attack, steps=2048, seed=3):
-    """Run attack.fit with the module's PPO trainer replaced by one that only keeps what it was given."""
+def capture_fit(monkeypatch, attack, steps=2048, seed=3):
+    """Run attack.fit with the PPO trainer replaced by one that only keeps what it was given (the reference attacks fit
+    through their base classes' fit, in sa_rl.py and pa_ad.py)."""
     got = {}
 
     def keep(agent, env_id, steps_, seed_, normalize, victim_action, cfg, progress=False, desc=""):
         got.update(steps=steps_, seed=seed_, victim_action=victim_action, cfg=cfg)
         return {}
 
-    monkeypatch.setattr(module, "train_ppo", keep)
+    for module in (sa_rl, pa_ad):
+        monkeypatch.setattr(module, "train_ppo", keep)
     attack.fit(ENV, steps, seed=seed)
     return got
 
@@ -542,7 +544,7 @@ def test_sa_rl_ref_squash_is_hardtanh_at_attack_and_training_time(victim, monkey
     assert torch.equal(attack(x, None), x + delta)
 
     # training: the victim acts on x + eps * hardtanh(a) for the adversary's sampled a (and samples its own action)
-    got = capture_fit(monkeypatch, sa_rl_ref, SARLRefAttack(victim, EPS), seed=3)
+    got = capture_fit(monkeypatch, SARLRefAttack(victim, EPS), seed=3)
     xn, a = x.numpy(), raw.numpy()
     z = ppo_adversary.victim_noise_rng(3).standard_normal((4, ACT)).astype(np.float32)
     std = np.exp(victim.actor.log_std.detach().float().numpy())
@@ -555,7 +557,7 @@ def test_ref_training_sees_sampled_victim_actions(victim, name, monkeypatch):
     if name == "pa_ad_ref":  # no perturbation: what is left is the victim's own noise
         monkeypatch.setattr(pa_ad_ref, "numpy_official_step", lambda w, act, x, d, eps, noise: np.zeros_like(x))
     cls, settings, _ = TINY_REF[name]
-    victim_action = capture_fit(monkeypatch, REF_MODULES[name], cls(victim, EPS, **settings))["victim_action"]
+    victim_action = capture_fit(monkeypatch, cls(victim, EPS, **settings))["victim_action"]
     x = obs_batch(64).numpy()
     a = np.zeros((64, OBS if name == "sa_rl_ref" else ACT), dtype=np.float32)  # sa_rl_ref: hardtanh(0) = 0
     mu = ppo_adversary.numpy_mlp(victim.actor)(x)
@@ -568,11 +570,11 @@ def test_ref_training_sees_sampled_victim_actions(victim, name, monkeypatch):
 def test_ref_our_sa_rl_and_pa_ad_train_against_the_deterministic_victim(victim, monkeypatch):
     """The contrast that makes the test above discriminating: the non-reference attacks see the victim's mean."""
     x = obs_batch(8).numpy()
-    got = capture_fit(monkeypatch, sa_rl, SARLAttack(victim, EPS, num_steps=256, num_minibatches=4))
+    got = capture_fit(monkeypatch, SARLAttack(victim, EPS, num_steps=256, num_minibatches=4))
     act = got["victim_action"](x, np.zeros((8, OBS), dtype=np.float32))
     np.testing.assert_array_equal(act, ppo_adversary.numpy_mlp(victim.actor)(x))
     monkeypatch.setattr(pa_ad, "numpy_pgd_along", lambda w, act_, x_, d, eps, n: np.zeros_like(x_))
-    got = capture_fit(monkeypatch, pa_ad, PAADAttack(victim, EPS))
+    got = capture_fit(monkeypatch, PAADAttack(victim, EPS))
     act = got["victim_action"](x, np.ones((8, ACT), dtype=np.float32))
     np.testing.assert_array_equal(act, ppo_adversary.numpy_mlp(victim.actor)(x))
 
@@ -591,7 +593,7 @@ def test_ref_official_budgets_and_settings(victim, monkeypatch):
     assert eval_attacks.fit_steps("pa_ad_ref", args, "Ant-v4") == 5000
     # a fit without a budget takes the official one (and 976 iterations of 1 env x 2048 steps for pa_ad_ref)
     for name, cls in (("pa_ad_ref", PAADRefAttack), ("sa_rl_ref", SARLRefAttack)):
-        got = capture_fit(monkeypatch, REF_MODULES[name], cls(victim, EPS), steps=None)
+        got = capture_fit(monkeypatch, cls(victim, EPS), steps=None)
         assert got["steps"] == REF_MODULES[name].official_steps(ENV)
         cfg = got["cfg"]
         assert (cfg.num_envs, cfg.num_steps, cfg.max_grad_norm, cfg.ent_coef) == (1, 2048, 0.0, 0.0)
@@ -674,3 +676,68 @@ def test_cli_attacks_ref_runs_exactly_the_two_trains_once_then_loads(tmp_path):
 def test_cli_ref_steps_must_be_positive():
     proc = run("eval_attacks.py", "--model", ZOO_HOPPER, "--attacks", "ref", "--pa-ad-ref-steps", 0)
     assert "--pa-ad-ref-steps must be positive" in one_line_error(proc)
+
+
+# ---- fits side by side (ppo_adversary.train_ppo_many; eval_attacks.py fits several checkpoints' attacks this way) ----
+
+ZOO_NAMES = ("ppo_continuous", "barppo", "sappo")
+SMALL = dict(num_steps=256, num_minibatches=4, update_epochs=2)
+
+
+def zoo_victims():
+    from attacks.checkpoint import load_checkpoint
+
+    return [load_checkpoint(os.path.join(ROOT, "zoo", f"{name}__{ENV}.safetensors"), env_id=ENV)[0] for name in ZOO_NAMES]
+
+
+@pytest.mark.parametrize("name", ["sa_rl", "pa_ad_ref", "action_mix"])
+def test_side_by_side_fits_end_where_fits_alone_do(name):
+    """Two iterations of 2 epochs x 4 minibatches on three real victims: each fit side by side ends where its own
+    fit() does, to float32 rounding (the plain train_ppo is the reference); both saw the same episodes."""
+    from attacks.action_mix import ActionMixAttack
+
+    make = {"sa_rl": lambda v: SARLAttack(v, EPS, **SMALL), "pa_ad_ref": lambda v: PAADRefAttack(v, EPS, **SMALL),
+            "action_mix": lambda v: ActionMixAttack(v, 0.3, **SMALL)}[name]
+    victims = zoo_victims()
+    alone = [make(v).fit(ENV, 512, seed=4) for v in victims]
+    together = [make(v) for v in victims]
+    ppo_adversary.fit_many(together, ENV, 512, seed=4)
+    for a, b in zip(alone, together):
+        assert b.fitted and a.agent.state_dict().keys() == b.agent.state_dict().keys()
+        for key, value in a.agent.state_dict().items():
+            assert torch.allclose(value, b.agent.state_dict()[key], rtol=0, atol=1e-5), key
+        assert np.allclose(a.log["episode_returns"], b.log["episode_returns"], rtol=1e-4)
+
+
+def test_a_fit_side_by_side_is_the_same_whichever_fits_run_beside_it():
+    """Seed and victim decide a fit side by side, not its company: ppo's and barppo's victims' fits are bit for bit the
+    same in a group of three as in a pair (each fit its own parameters, Adam and random streams)."""
+    from attacks.action_mix import ActionMixAttack
+
+    victims = zoo_victims()
+    three = [ActionMixAttack(v, 0.3, **SMALL) for v in victims]
+    ppo_adversary.fit_many(three, ENV, 1024, seed=2)
+    two = [ActionMixAttack(v, 0.3, **SMALL) for v in victims[1:]]
+    ppo_adversary.fit_many(two, ENV, 1024, seed=2)
+    for a, b in zip(three[1:], two):
+        assert all(torch.equal(x, y) for x, y in zip(a.agent.state_dict().values(), b.agent.state_dict().values()))
+        assert a.log["episode_returns"] == b.log["episode_returns"]
+
+
+def test_cli_fits_several_checkpoints_side_by_side_then_loads(tmp_path):
+    """eval_attacks.py with two checkpoints fits their action_mix adversaries together, caches both, and loads them on
+    the next call; --no-batch-fits fits one after another."""
+    for name in ZOO_NAMES[:2]:
+        shutil.copy(os.path.join(ROOT, "zoo", f"{name}__{ENV}.safetensors"), tmp_path)
+    models = [str(tmp_path / f"{name}__{ENV}.safetensors") for name in ZOO_NAMES[:2]]
+    flags = ("--attacks", "action_mix", "--action-mix-steps", 2048, "--episodes", 2, "--progress", "False")
+    first = run("eval_attacks.py", "--model", *models, *flags, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "action_mix: fitting 2 adversaries side by side on Hopper-v4" in first.stderr
+    assert first.stderr.count("action_mix: trained side by side and cached") == 2
+    again = run("eval_attacks.py", "--model", *models, *flags, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("action_mix: loaded") == 2 and "side by side" not in again.stderr
+    for model in models:
+        shutil.rmtree(model + ".attacks")
+    alone = run("eval_attacks.py", "--model", *models, *flags, "--no-batch-fits", cwd=tmp_path, timeout=600)
+    assert alone.returncode == 0 and alone.stderr.count("action_mix: trained and cached") == 2 and "side by side" not in alone.stderr
