@@ -118,3 +118,17 @@ def test_collect_copies_every_finished_seed_and_names_the_missing(tmp_path, monk
         assert (tmp_path / "benchmark" / "checkpoints" / f"barppo__kappa1.0__Hopper-v4__{seed}.safetensors").read_bytes() == bytes([seed])
     with pytest.raises(SystemExit, match="no finished run of barppo.py Hopper-v4 seed 3"):
         launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2, 3), tag="__kappa1.0", collect=True, out_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    ("trainers.sh", ["Hopper-v4", "2", "ppo-0.3"], "error: unknown configuration 'ppo-0.3'"),
+    ("pruning.sh", ["sweep", "Hopper-v4", "2"], "error: unknown part 'sweep'"),
+    ("prmdp.sh", [], "usage: prmdp.sh ENV_ID"),
+])
+def test_grid_scripts_parse_and_refuse_bad_input(script, argv, message):
+    import subprocess
+
+    path = os.path.join(launch.ROOT, "benchmark", "grids", script)
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
+    proc = subprocess.run(["bash", path, *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and message in proc.stderr and "launch.py" not in proc.stdout
