@@ -69,7 +69,7 @@ class Args:
     attack_seed: int = 0
     """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref, action_mix) and part of their cache key"""
     batch_fits: bool = True
-    """fit the PPO-learned attacks (sa_rl, pa_ad, the _ref ones, action_mix) of several checkpoints side by side in one process (~1.6x faster); --no-batch-fits: one after another"""
+    """fit the PPO-learned attacks (sa_rl, pa_ad, the _ref ones, action_mix) of several checkpoints side by side in one process (faster: benchmark/fit_speed.py); --no-batch-fits: one after another"""
     env_id: Optional[str] = None
     """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10

@@ -377,10 +377,11 @@ def stacked_forward(layers, x):
 def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
     """train_ppo for several fits side by side, one per victim (each its own agent, seed, normalizer, victim, envs and
     random streams; one env, budget and PPO config for all): the adversaries are stacked along a leading dim, so a
-    rollout step runs one forward of all of them and a minibatch one forward and one backward. Fit m ends where
-    train_ppo(job m) ends, to float32 rounding (batched matrix products and the fused Adam's vector tails round a
-    last bit differently). Why: the learned attacks of a grid's seeds cost ~40% less side by side. Returns
-    [train_ppo's result per job]; each job's agent is trained in place."""
+    rollout step runs one forward of all of them and a minibatch one forward and one backward (the victims and their
+    envs still step one by one). Fit m ends where train_ppo(job m) ends, to float32 rounding after its first updates
+    (batched matrix products round a last bit differently), and with others beside it, whichever they are, bit for
+    bit the same. Why: the learned attacks of a grid's seeds (benchmark/fit_speed.py). Returns [train_ppo's result
+    per job]; each job's agent is trained in place."""
     M, N, T = len(jobs), cfg.num_envs, cfg.num_steps
     envs = [[gym.make(env_id) for _ in range(N)] for _ in jobs]
     obs_dim = envs[0][0].observation_space.shape[0]
