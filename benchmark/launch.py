@@ -136,6 +136,8 @@ def resumable(script, env, seeds, extra, out):
 
     spec = importlib.util.spec_from_file_location(f"launch_{script[:-3]}", os.path.join(ROOT, script))
     module = importlib.util.module_from_spec(spec)
+    if ROOT not in sys.path:  # the script imports envs/ (and attacks/) from the repository, as its own run does
+        sys.path.insert(0, ROOT)
     spec.loader.exec_module(module)
     want = dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=flags(env, seeds, extra))))
     ignore = set(module.RUNTIME_FLAGS) | {"resume"}

@@ -75,11 +75,19 @@ CELLS = [
          curves="curves/sappo__kappa0.1__HalfCheetah-v4.json"),
     Cell("HalfCheetah-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__HalfCheetah-v4.json", full="full/barppo__kappa0.3__HalfCheetah-v4.json",
          curves="curves/barppo__kappa0.3__HalfCheetah-v4.json", sweep="sweep/barppo__kappa0.3__HalfCheetah-v4.json"),
+    Cell("HalfCheetah-v4", "BAR-PPO 1.0", select="select/barppo__kappa1.0__HalfCheetah-v4.json", full="full/barppo__kappa1.0__HalfCheetah-v4.json",
+         curves="curves/barppo__kappa1.0__HalfCheetah-v4.json"),
+    Cell("HalfCheetah-v4", "BAR-PPO 0.1", select="select/barppo__kappa0.1__HalfCheetah-v4.json", full="full/barppo__kappa0.1__HalfCheetah-v4.json",
+         curves="curves/barppo__kappa0.1__HalfCheetah-v4.json"),
     Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json", sweep="sweep/ppo_continuous__Hopper-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("Hopper-v4", "ARPO", full="grid/arppo__nog__Hopper-v4__1.json", note=ARPO_NOTE),
+    Cell("Hopper-v4", "SA-PPO", select="select/sappo__kappa1.0__Hopper-v4.json", full="full/sappo__kappa1.0__Hopper-v4.json",
+         curves="curves/sappo__kappa1.0__Hopper-v4.json"),
     Cell("Hopper-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__Hopper-v4.json", full="full/barppo__kappa0.3__Hopper-v4.json",
          curves="curves/barppo__kappa0.3__Hopper-v4.json", sweep="sweep/barppo__kappa0.3__Hopper-v4.json"),
+    Cell("Hopper-v4", "BAR-PPO 1.0", select="select/barppo__kappa1.0__Hopper-v4.json", full="full/barppo__kappa1.0__Hopper-v4.json",
+         curves="curves/barppo__kappa1.0__Hopper-v4.json"),
 ]
 
 

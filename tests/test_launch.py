@@ -88,10 +88,13 @@ def test_a_relaunch_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path
     assert len(folders) == 2
     assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra + " --learning-rate 1e-4", str(tmp_path)) is None
     assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)).endswith("ppo_continuous.safetensors")
-    with pytest.raises(SystemExit) as done:
-        launch.main(args)
-    assert done.value.code == 0
-    assert "resuming runs/" in capsys.readouterr().out
+    # as a user runs it: a process of its own, without the repository on PYTHONPATH (the script's imports must resolve)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    relaunch = subprocess.run([sys.executable, os.path.join(launch.ROOT, "benchmark", "launch.py"), "--scripts", "ppo_continuous.py", "--envs",
+                               "Hopper-v4", "--seeds", "1", "2", "--seeds-per-process", "2", f"--extra={extra}", "--tag", "__t", "--out-dir", str(tmp_path)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert "resuming runs/" in relaunch.stdout
     assert sorted(os.listdir(tmp_path / "runs")) == folders  # continued in place: no new run folder
     log = (tmp_path / "benchmark" / "logs" / "ppo_continuous__Hopper-v4__1-2__t.log").read_text()
     assert "resumed runs/" in log and "seed 1: eval: natural return" in log and "seed 2: eval: natural return" in log
