@@ -32,7 +32,7 @@ from attacks.ppo_adversary import (
 )
 
 NAME = "action_mix"
-DEFAULT_STEPS = 1_000_000  # issue 13's attacker budget; the paper's RoboSumo attacks train 2e7 steps (App. E.3)
+DEFAULT_STEPS = 1_000_000  # our PR-MDP grid's attacker budget; the paper's RoboSumo attacks train 2e7 steps (App. E.3)
 
 
 class ActionMixAttack:
