@@ -1567,9 +1567,10 @@ if __name__ == "__main__":
                         if truncated and not terminated:
                             final_obs.append(agent.obs_norm.normalize_np(o, seed=n))
                             final_idx.append((step, n, i))
-                        recent_returns[n].append(ep_return[n, i])
-                        log(n, "charts/episodic_return", ep_return[n, i], global_step)
-                        log(n, "charts/episodic_length", ep_length[n, i], global_step)
+                        if not attacker_only:  # the training curve is the victim's rollouts' (their steps give the x axis)
+                            recent_returns[n].append(ep_return[n, i])
+                            log(n, "charts/episodic_return", ep_return[n, i], global_step)
+                            log(n, "charts/episodic_length", ep_length[n, i], global_step)
                         ep_return[n, i], ep_length[n, i] = 0.0, 0
                         o, _ = env.reset()
                     next_obs_raw[n, i] = o

@@ -100,20 +100,28 @@ def chunks(seeds, size):
     return out
 
 
-def find_log(script, env, seed, tag, logs=None):
+def find_log(script, env, seed, tag, logs=None, exact=None):
     """(the log of the process that trained seed, the prefix of that seed's lines in it), or (None, None). A
-    several-seed log prefixes each seed's lines with `seed K: `."""
-    for log in glob.glob(os.path.join(logs or LOGS, f"{script[:-3]}__{env}__*{tag}.log")):
+    several-seed log prefixes each seed's lines with `seed K: `. exact: that process's own log, if it exists; else
+    the one log whose seed range holds seed (two such logs, e.g. a single-seed run and a later group: an error)."""
+    found = []
+    for log in sorted(glob.glob(os.path.join(logs or LOGS, f"{script[:-3]}__{env}__*{tag}.log"))):
         m = re.fullmatch(rf"{re.escape(script[:-3])}__{re.escape(env)}__(\d+)(?:-(\d+))?{re.escape(tag)}\.log", os.path.basename(log))
         if m and int(m.group(1)) <= seed <= int(m.group(2) or m.group(1)):
-            return log, (f"seed {seed}: " if m.group(2) else "")
-    return None, None
+            found.append((log, f"seed {seed}: " if m.group(2) else ""))
+    if exact is not None:
+        found = [f for f in found if os.path.abspath(f[0]) == os.path.abspath(exact)] or found
+    if len(found) > 1:
+        names = ", ".join(os.path.basename(f[0]) for f in found)
+        sys.exit(f"error: seed {seed} of {script} {env} is in several logs ({names}): give the --seeds-per-process that names its process's log")
+    return found[0] if found else (None, None)
 
 
-def parse(script, env, seed, tag, logs=None, root=None):
-    """(natural return of seed's final evaluation, its checkpoint path) from the log that trained it, or (None, None).
-    The checkpoint path in the log is relative to `root`, where the process ran (default: the repository)."""
-    log, prefix = find_log(script, env, seed, tag, logs)
+def parse(script, env, seed, tag, logs=None, root=None, exact=None):
+    """(natural return of seed's final evaluation, its checkpoint path) from the log that trained it (exact: its
+    process's own log), or (None, None). The checkpoint path in the log is relative to `root`, where the process ran
+    (default: the repository)."""
+    log, prefix = find_log(script, env, seed, tag, logs, exact)
     text = open(log).read() if log else ""
     ret = re.search(rf"^{re.escape(prefix or '')}eval: natural return (\S+)", text, re.M)
     ckpt = re.search(rf"^{re.escape(prefix or '')}model saved to (\S+)", text, re.M)
@@ -126,9 +134,9 @@ def flags(env, seeds, extra):
 
 
 def resumable(script, env, seeds, extra, out):
-    """The newest checkpoint under out/runs/ of an interrupted run of exactly this process, or None: same script, first
-    seed and seed count, and every flag equal once resolved (the script's own Args and resolve_args read the command;
-    the runtime flags aside). A finished run or one with other flags is left alone."""
+    """(the newest checkpoint under out/runs/ of a run of exactly this process, whether that run finished training), or
+    (None, False): same script, first seed and seed count, and every flag equal once resolved (the script's own Args
+    and resolve_args read the command; the runtime flags aside). A run with other flags is left alone."""
     import dataclasses
     import importlib.util
 
@@ -150,11 +158,12 @@ def resumable(script, env, seeds, extra, out):
             meta = json.loads(header["robust_rl"])
         except Exception:
             continue
-        if meta.get("script") != script or "resume" not in header or json.loads(header["resume"]).get("iteration", 0) >= want["num_iterations"]:
+        if meta.get("script") != script or "resume" not in header:
             continue
         if all(same(meta["args"].get(k), v) for k, v in want.items() if k not in ignore):
-            found.append((os.path.getmtime(path), path))
-    return max(found)[1] if found else None
+            # the checkpoint holds the next iteration to run: past the last one, the run finished training
+            found.append((os.path.getmtime(path), path, json.loads(header["resume"]).get("iteration", 0) > want["num_iterations"]))
+    return max(found)[1:] if found else (None, False)
 
 
 # ---- the Ray engine ---------------------------------------------------------------------------------------------------
@@ -315,17 +324,16 @@ def main(args):
         folder = os.path.join(ROOT, "benchmark", "checkpoints")
         os.makedirs(folder, exist_ok=True)
         missing = []
-        for script in args.scripts:
-            for env in args.envs:
-                for seed in args.seeds:
-                    ret, ckpt = parse(script, env, seed, args.tag, logs, out)
-                    if ret is None or ckpt is None:
-                        missing.append(f"{script} {env} seed {seed}")
-                        continue
-                    dst = os.path.join(folder, f"{script[:-3]}{args.tag}__{env}__{seed}.safetensors")
-                    shutil.copyfile(ckpt, dst + ".tmp")
-                    os.replace(dst + ".tmp", dst)
-                    print(f"{script} {env} seed {seed} ({ret:.0f}) -> {os.path.relpath(dst, ROOT)}")
+        for script, env, group in runs:
+            for seed in group:
+                ret, ckpt = parse(script, env, seed, args.tag, logs, out, exact=log_path(script, env, group, args.tag, logs))
+                if ckpt is None or not os.path.exists(ckpt):
+                    missing.append(f"{script} {env} seed {seed}")
+                    continue
+                dst = os.path.join(folder, f"{script[:-3]}{args.tag}__{env}__{seed}.safetensors")
+                shutil.copyfile(ckpt, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
+                print(f"{script} {env} seed {seed} ({'no closing evaluation' if ret is None else f'{ret:.0f}'}) -> {os.path.relpath(dst, ROOT)}")
         if missing:
             sys.exit(f"error: no finished run of {', '.join(missing)}")
         return
@@ -333,7 +341,8 @@ def main(args):
         os.makedirs(os.path.join(ROOT, "zoo"), exist_ok=True)
         for script in args.scripts:
             for env in args.envs:
-                done = [(parse(script, env, seed, args.tag, logs, out), seed) for seed in args.seeds]
+                done = [(parse(script, env, seed, args.tag, logs, out, exact=log_path(script, env, group, args.tag, logs)), seed)
+                        for s_, e_, group in runs if (s_, e_) == (script, env) for seed in group]
                 done = [(r, c, seed) for (r, c), seed in done if r is not None and c is not None]
                 if not done:
                     print(f"{script} {env}: no finished run")
@@ -359,10 +368,14 @@ def main(args):
             print(shlex.join(cmd))
             return 0
         log = log_path(script, env, seeds, args.tag, logs)
-        if os.path.exists(log) and all(parse(script, env, seed, args.tag, logs, out)[0] is not None for seed in seeds):
+        if os.path.exists(log) and all(parse(script, env, seed, args.tag, logs, out, exact=log)[0] is not None for seed in seeds):
             print(f"{script} {env} seeds {seeds}: finished earlier ({os.path.relpath(log, out)}), skipped")
             return 0
-        ckpt = resumable(script, env, seeds, args.extra, out)
+        ckpt, finished = resumable(script, env, seeds, args.extra, out)
+        if finished:  # trained to the end, but the process died in its closing evaluation: do not train it again
+            print(f"{script} {env} seeds {seeds}: trained to the end ({os.path.relpath(ckpt, out)}) but its log has no closing "
+                  "evaluation; skipped (evaluate the checkpoints with eval_attacks.py; delete the run folders to train again)")
+            return 0
         if ckpt:  # an interrupted run of this very process: continue it, appending to its log
             cmd = [sys.executable, os.path.join(ROOT, script), "--resume", os.path.relpath(ckpt, out), *flags(env, seeds, args.extra)]
             print(f"{script} {env} seeds {seeds}: resuming {os.path.relpath(ckpt, out)}")
@@ -376,7 +389,8 @@ def main(args):
     if args.dry_run:
         return
     for (script, env, seeds), code in zip(runs, codes):
-        print(f"{script} {env} seeds {seeds}: exit {code}, natural returns {[parse(script, env, seed, args.tag, logs, out)[0] for seed in seeds]}")
+        log = log_path(script, env, seeds, args.tag, logs)
+        print(f"{script} {env} seeds {seeds}: exit {code}, natural returns {[parse(script, env, seed, args.tag, logs, out, exact=log)[0] for seed in seeds]}")
     sys.exit(1 if any(codes) else 0)  # a killed run has a negative code
 
 

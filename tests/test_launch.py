@@ -86,8 +86,9 @@ def test_a_relaunch_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path
     assert proc.returncode == 128 + signal.SIGINT
     folders = sorted(os.listdir(tmp_path / "runs"))
     assert len(folders) == 2
-    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra + " --learning-rate 1e-4", str(tmp_path)) is None
-    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)).endswith("ppo_continuous.safetensors")
+    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra + " --learning-rate 1e-4", str(tmp_path)) == (None, False)
+    ckpt, finished = launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path))
+    assert ckpt.endswith("ppo_continuous.safetensors") and not finished
     # as a user runs it: a process of its own, without the repository on PYTHONPATH (the script's imports must resolve)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     relaunch = subprocess.run([sys.executable, os.path.join(launch.ROOT, "benchmark", "launch.py"), "--scripts", "ppo_continuous.py", "--envs",
@@ -98,7 +99,7 @@ def test_a_relaunch_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path
     assert sorted(os.listdir(tmp_path / "runs")) == folders  # continued in place: no new run folder
     log = (tmp_path / "benchmark" / "logs" / "ppo_continuous__Hopper-v4__1-2__t.log").read_text()
     assert "resumed runs/" in log and "seed 1: eval: natural return" in log and "seed 2: eval: natural return" in log
-    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)) is None  # finished
+    assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1, 2], extra, str(tmp_path)) == (ckpt, True)  # finished
     with pytest.raises(SystemExit):
         launch.main(args)
     assert "finished earlier" in capsys.readouterr().out
@@ -115,16 +116,25 @@ def test_collect_copies_every_finished_seed_and_names_the_missing(tmp_path, monk
     (logs / "barppo__Hopper-v4__1-3__kappa1.0.log").write_text(
         "seed 1: model saved to runs/r1/barppo.safetensors\nseed 2: model saved to runs/r2/barppo.safetensors\n"
         "seed 1: eval: natural return 10.0 +- 1\nseed 2: eval: natural return 20.0 +- 1\n")  # seed 3 never finished
-    args = launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2), tag="__kappa1.0", collect=True, out_dir=str(tmp_path))
-    launch.main(args)
-    for seed in (1, 2):
-        assert (tmp_path / "benchmark" / "checkpoints" / f"barppo__kappa1.0__Hopper-v4__{seed}.safetensors").read_bytes() == bytes([seed])
+    (tmp_path / "runs" / "old").mkdir()
+    (tmp_path / "runs" / "old" / "barppo.safetensors").write_bytes(b"old")
+    (logs / "barppo__Hopper-v4__1__kappa1.0.log").write_text("model saved to runs/old/barppo.safetensors\neval: natural return 5.0 +- 1\n")
+    args = launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2, 3), seeds_per_process=3, tag="__kappa1.0", collect=True,
+                       out_dir=str(tmp_path))
     with pytest.raises(SystemExit, match="no finished run of barppo.py Hopper-v4 seed 3"):
-        launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2, 3), tag="__kappa1.0", collect=True, out_dir=str(tmp_path)))
+        launch.main(args)
+    for seed in (1, 2):  # the group's own log, not the older single-seed run's
+        assert (tmp_path / "benchmark" / "checkpoints" / f"barppo__kappa1.0__Hopper-v4__{seed}.safetensors").read_bytes() == bytes([seed])
+    launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1,), tag="__kappa1.0", collect=True, out_dir=str(tmp_path)))
+    assert (tmp_path / "benchmark" / "checkpoints" / "barppo__kappa1.0__Hopper-v4__1.safetensors").read_bytes() == b"old"  # its own log
+    with pytest.raises(SystemExit, match="seed 1 of barppo.py Hopper-v4 is in several logs"):  # no log named 1-2: not guessed
+        launch.main(launch.Args(scripts=("barppo.py",), envs=("Hopper-v4",), seeds=(1, 2), seeds_per_process=2, tag="__kappa1.0", collect=True,
+                                out_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("script,argv,message", [
     ("trainers.sh", ["Hopper-v4", "2", "ppo-0.3"], "error: unknown configuration 'ppo-0.3'"),
+    ("trainers.sh", ["Hopper-v4", "2", "sappo-nog"], "error: unknown configuration 'sappo-nog'"),
     ("pruning.sh", ["sweep", "Hopper-v4", "2"], "error: unknown part 'sweep'"),
     ("prmdp.sh", [], "usage: prmdp.sh ENV_ID"),
 ])
@@ -135,3 +145,28 @@ def test_grid_scripts_parse_and_refuse_bad_input(script, argv, message):
     assert subprocess.run(["bash", "-n", path]).returncode == 0
     proc = subprocess.run(["bash", path, *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and message in proc.stderr and "launch.py" not in proc.stdout
+
+
+def test_a_checkpoint_holding_the_last_iteration_still_resumes(tmp_path):
+    """The checkpoint stores the next iteration to run: equal to the number of iterations, one is left to train;
+    past it, the run finished (then the relaunch must not train it again)."""
+    import dataclasses
+    import importlib.util
+    import json
+
+    import torch
+    import tyro
+    from safetensors.torch import save_file
+
+    extra = "--total-timesteps 3072 --num-steps 512"
+    spec = importlib.util.spec_from_file_location("ppo_for_test", os.path.join(launch.ROOT, "ppo_continuous.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=launch.flags("Hopper-v4", [1], extra))))
+    folder = tmp_path / "runs" / "Hopper-v4__ppo_continuous__1__1_x"
+    folder.mkdir(parents=True)
+    for iteration, finished in ((6, False), (7, True)):
+        meta = {"script": "ppo_continuous.py", "args": args}
+        save_file({"x": torch.zeros(1)}, str(folder / "ppo_continuous.safetensors"),
+                  metadata={"robust_rl": json.dumps(meta), "resume": json.dumps({"iteration": iteration})})
+        assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1], extra, str(tmp_path)) == (str(folder / "ppo_continuous.safetensors"), finished)

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 ENV=${1:?usage: prmdp.sh ENV_ID}
 BUDGETS="0.1 0.3"
-ORACLE_ITERS=${ORACLE_ITERS:-3}  # min_oracle: attacker-only PPO iterations per victim iteration (its approximate best response)
+ORACLE_ITERS=3  # min_oracle: attacker-only PPO iterations per victim iteration (its approximate best response); the file
+                # names do not carry it: to try another, change it here and move the earlier results away
 mkdir -p benchmark/results/prmdp benchmark/results/curves
 
 for eps in $BUDGETS; do
@@ -23,7 +24,7 @@ for eps in $BUDGETS; do
     [ "$defense" = min_oracle ] && extra="$extra --oracle-iters $ORACLE_ITERS"
     tag="__${defense}__eps_pi$eps"
     $PY benchmark/launch.py --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --jobs 1 --extra="$extra" --tag "$tag"
-    $PY benchmark/launch.py --collect --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --tag "$tag"
+    $PY benchmark/launch.py --collect --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --tag "$tag"
     $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps$eps__* --tags charts/episodic_return adversary/victim_grad_norm \
       --out benchmark/results/curves/two_timescale_adv__${defense}__eps_pi${eps}__$ENV.json
   done

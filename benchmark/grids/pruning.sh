@@ -22,7 +22,7 @@ mkdir -p benchmark/results/pruning
 one() {  # name, flags: train the seeds in one process, copy the checkpoints, attack every seed
   local name=$1 flags=$2
   $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "__$name"
-  $PY benchmark/launch.py --collect --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --tag "__$name"
+  $PY benchmark/launch.py --collect --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "__$name"
   local out=benchmark/results/pruning/${name}__$ENV.json models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/pruned_ppo__${name}__${ENV}__$seed.safetensors"); done
   [ -f "$out" ] || $PY eval_attacks.py --model "${models[@]}" --attacks fast --json "$out"

@@ -25,12 +25,12 @@ for config in "$@"; do
     arppo-nog) script=arppo.py tag=__nog flags=--no-guidance ;;
     barppo-nog) script=barppo.py tag=__nog flags=--no-guidance ;;
     barppo | sappo) script=$config.py tag="" flags="" ;;
-    barppo-* | sappo-*) script=${config%%-*}.py tag=__kappa${config#*-} flags="--kappa ${config#*-}" ;;
+    barppo-[0-9]* | sappo-[0-9]*) script=${config%%-*}.py tag=__kappa${config#*-} flags="--kappa ${config#*-}" ;;
     *) echo "error: unknown configuration '$config' (ppo, arppo-nog, barppo-nog, barppo, sappo, barppo-K, sappo-K)" >&2; exit 2 ;;
   esac
   name=${script%.py}$tag
   $PY benchmark/launch.py --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "$tag"
-  $PY benchmark/launch.py --collect --scripts "$script" --envs "$ENV" --seeds $SEEDS --tag "$tag"
+  $PY benchmark/launch.py --collect --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "$tag"
   models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/${name}__${ENV}__$seed.safetensors"); done
   select=benchmark/results/select/${name}__$ENV.json
