@@ -317,10 +317,11 @@ SIDE_BY_SIDE = ("sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix")  # the
 
 
 def fit_side_by_side(models, names, args):
-    """Fit and cache, side by side in one process (attacks.ppo_adversary.fit_many), every PPO-learned attack that two or
-    more checkpoints of one env still need; the evaluation then loads them as any cached fit. A fit side by side is
-    the same algorithm, seed and budget as one fitted alone, and ends where that one would to float32 rounding after
-    its first update; later the rounding grows as any last bit does in MuJoCo, so it is another sample of the same fit."""
+    """Fit and cache, side by side in one process (attacks.ppo_adversary.fit_many), every PPO-learned attack that the
+    checkpoints of one env still need; the evaluation then loads them as any cached fit. A fit's bits depend on its
+    victim, settings and seed only, not on the other fits beside it (or whether there are any). It is the algorithm,
+    seed and budget of the attack's own fit() (--no-batch-fits) and ends where that one does to float32 rounding after
+    its first updates; later the rounding grows as any last bit does in MuJoCo: another sample of the same fit."""
     from attacks.ppo_adversary import fit_many
 
     for name in (n for n in names if n in SIDE_BY_SIDE):
@@ -332,14 +333,14 @@ def fit_side_by_side(models, names, args):
                         cache = attack_cache(model, name, attack, args)
                         if not os.path.exists(cache):
                             todo.setdefault(cache, attack)
-            if len(todo) < 2:
+            if not todo:
                 continue
-            print(f"{name}: fitting {len(todo)} adversaries side by side on {env_id}", file=sys.stderr, flush=True)
+            print(f"{name}: fitting {len(todo)} adversar{'y' if len(todo) == 1 else 'ies'} in one process on {env_id}", file=sys.stderr, flush=True)
             fit_many(list(todo.values()), env_id, fit_steps(name, args, env_id), args.attack_seed, show_progress(args))
             for cache, attack in todo.items():
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 attack.save(cache)
-                print(f"{name}: trained side by side and cached {cache}", file=sys.stderr, flush=True)
+                print(f"{name}: trained and cached {cache}", file=sys.stderr, flush=True)
 
 
 # Fit speed of each learned attack in its --*-steps per second of wall-clock (robust Sarsa: per Q function, data

@@ -367,10 +367,14 @@ class FitJob:
 
 
 def stacked_forward(layers, x):
-    """A stacked tanh MLP: layers [(W [M, out, in], b [M, out])], x [M, B, in] -> [M, B, out]; row m through net m."""
+    """A stacked tanh MLP: layers [(W [M, out, in], b [M, out])], x [M, B, in] -> [M, B, out]; row m through net m.
+    A one-output layer (the critic's head) is a multiply-and-sum: a batched product with one output column takes
+    another kernel when M is 1, so a fit would round differently alone than beside others."""
     for w, b in layers[:-1]:
         x = torch.tanh(torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
     w, b = layers[-1]
+    if w.shape[1] == 1:
+        return (x * w).sum(2, keepdim=True) + b.unsqueeze(1)
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
 
@@ -379,9 +383,9 @@ def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
     random streams; one env, budget and PPO config for all): the adversaries are stacked along a leading dim, so a
     rollout step runs one forward of all of them and a minibatch one forward and one backward (the victims and their
     envs still step one by one). Fit m ends where train_ppo(job m) ends, to float32 rounding after its first updates
-    (batched matrix products round a last bit differently), and with others beside it, whichever they are, bit for
-    bit the same. Why: the learned attacks of a grid's seeds (benchmark/fit_speed.py). Returns [train_ppo's result
-    per job]; each job's agent is trained in place."""
+    (batched matrix products round a last bit differently), and bit for bit the same whichever fits run beside it, or
+    none. Why: the learned attacks of a grid's seeds (benchmark/fit_speed.py). Returns [train_ppo's result per job];
+    each job's agent is trained in place."""
     M, N, T = len(jobs), cfg.num_envs, cfg.num_steps
     envs = [[gym.make(env_id) for _ in range(N)] for _ in jobs]
     obs_dim = envs[0][0].observation_space.shape[0]
