@@ -62,13 +62,16 @@ class Cell:
     """JSON of the seeds' learning curves (benchmark/curves.py)"""
     sweep: Optional[str] = None
     """JSON of an eps sweep of the cell's agent (`eval_attacks.py --epsilons ... --json`)"""
+    ref: Optional[str] = None
+    """JSON with the reference attacks (`--attacks ref`) of this and other agents: the cell's agent's result, matched by
+    file name, fills the reference columns"""
     note: str = ""
 
 
 ARPO_NOTE = ("`arppo.py --no-guidance`, the median of 3 seeds by natural return (closing evaluation), not by the paper's "
              "selection; trained before the --num-seeds version of the script (the same algorithm)")
 CELLS = [
-    Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json", sweep="sweep/ppo_continuous__HalfCheetah-v4.json",
+    Cell("HalfCheetah-v4", "PPO", full="eval_ppo_continuous__HalfCheetah-v4.json", sweep="sweep/ppo_continuous__HalfCheetah-v4.json", ref="ref/HalfCheetah-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("HalfCheetah-v4", "ARPO", full="grid/arppo__nog__HalfCheetah-v4__3.json", note=ARPO_NOTE),
     Cell("HalfCheetah-v4", "SA-PPO", select="select/sappo__kappa0.1__HalfCheetah-v4.json", full="full/sappo__kappa0.1__HalfCheetah-v4.json",
@@ -79,13 +82,13 @@ CELLS = [
          curves="curves/barppo__kappa1.0__HalfCheetah-v4.json"),
     Cell("HalfCheetah-v4", "BAR-PPO 0.1", select="select/barppo__kappa0.1__HalfCheetah-v4.json", full="full/barppo__kappa0.1__HalfCheetah-v4.json",
          curves="curves/barppo__kappa0.1__HalfCheetah-v4.json"),
-    Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json", sweep="sweep/ppo_continuous__Hopper-v4.json",
+    Cell("Hopper-v4", "PPO", full="eval_ppo_continuous__Hopper-v4.json", sweep="sweep/ppo_continuous__Hopper-v4.json", ref="ref/Hopper-v4.json",
          note="zoo agent: the median of 3 seeds by natural return (closing evaluation), not by the paper's selection"),
     Cell("Hopper-v4", "ARPO", full="grid/arppo__nog__Hopper-v4__1.json", note=ARPO_NOTE),
     Cell("Hopper-v4", "SA-PPO", select="select/sappo__kappa1.0__Hopper-v4.json", full="full/sappo__kappa1.0__Hopper-v4.json",
          curves="curves/sappo__kappa1.0__Hopper-v4.json"),
     Cell("Hopper-v4", "BAR-PPO 0.3", select="select/barppo__kappa0.3__Hopper-v4.json", full="full/barppo__kappa0.3__Hopper-v4.json",
-         curves="curves/barppo__kappa0.3__Hopper-v4.json", sweep="sweep/barppo__kappa0.3__Hopper-v4.json"),
+         curves="curves/barppo__kappa0.3__Hopper-v4.json", sweep="sweep/barppo__kappa0.3__Hopper-v4.json", ref="ref/Hopper-v4.json"),
     Cell("Hopper-v4", "BAR-PPO 1.0", select="select/barppo__kappa1.0__Hopper-v4.json", full="full/barppo__kappa1.0__Hopper-v4.json",
          curves="curves/barppo__kappa1.0__Hopper-v4.json"),
 ]
@@ -159,6 +162,11 @@ def f0(x):
     return "" if x is None else f"{x:.0f}"
 
 
+def result_for(doc, model):
+    """The result of checkpoint `model` (matched by file name) in an eval JSON of one or more checkpoints, or None."""
+    return next((r for r in doc["results"] if os.path.basename(r["model"]) == os.path.basename(model)), None)
+
+
 def provenance(doc):
     return f"`{doc['command']}` (commit `{doc['git_commit'][:7]}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['machine']})"
 
@@ -202,14 +210,19 @@ def build(args):
                 n_pt, n_lo, n_hi = iqm_ci(nats, args.reps)
                 w_pt, w_lo, w_hi = iqm_ci(worsts, args.reps)
                 iqm_rows.append(f"| {cell.env} | {cell.method} | {len(results)} | {n_pt:.0f} [{n_lo:.0f}, {n_hi:.0f}] | {w_pt:.0f} [{w_lo:.0f}, {w_hi:.0f}] |")
-            if full is not None and os.path.basename(full["results"][0]["model"]) != os.path.basename(chosen["model"]):
-                raise SystemExit(f"error: {cell.full} evaluates {full['results'][0]['model']}, but the selection keeps {chosen['model']}")
+            if full is not None and result_for(full, chosen["model"]) is None:
+                raise SystemExit(f"error: {cell.full} does not evaluate {chosen['model']}, the agent the selection keeps")
         if full is not None:
-            r = full["results"][0]
+            r = result_for(full, chosen["model"]) if sel is not None else full["results"][0]
             sources.append(f"{cell.method}, {cell.env}, full evaluation: {provenance(full)}")
         else:
             r = chosen
         a = r["attacks"]
+        ref_doc = load(cell.ref)
+        ref_result = result_for(ref_doc, r["model"]) if ref_doc is not None else None
+        if ref_result is not None:  # the published protocols, run apart from the full evaluation
+            a = {**a, **{n: ref_result["attacks"][n] for n in REF if n in ref_result["attacks"]}}
+            sources.append(f"{cell.method}, {cell.env}, reference attacks: {provenance(ref_doc)}")
         nat, worst, wname = score(r, SIX)
         n_attacks = sum(n in a for n in SIX)
         rob = (worst - nat) / abs(nat) if worst is not None and nat else None

@@ -173,3 +173,23 @@ def test_prmdp_table_rows_budgets_and_training_mark(tmp_path):
     assert rows[1].endswith("| 2500 +- 0 | 800 +- 100 * |  |")  # mean +- s.e.; * = the training budget
     assert rows[2].endswith("| 3 | 2200 +- 115 | 1500 +- 0 | 1400 +- 231 * |")
     assert report.prmdp_section({}) == "No PR-MDP results yet."
+
+
+def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
+    """A cell's reference columns come from a JSON of several agents (one `--attacks ref` call), matched by file name."""
+    import json
+
+    doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test"}
+    full = dict(doc, results=[{"model": "a/m__1.safetensors", "epsilon": 0.075, "natural": {"mean": 1000},
+                               "attacks": {n: {"mean": 500 + i} for i, n in enumerate(report.SIX)}}])
+    ref = dict(doc, results=[{"model": "zoo/other.safetensors", "attacks": {"sa_rl_ref": {"mean": 1}, "pa_ad_ref": {"mean": 2}}},
+                             {"model": "elsewhere/m__1.safetensors", "attacks": {"sa_rl_ref": {"mean": 700}, "pa_ad_ref": {"mean": 800}}}])
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(report, "CELLS", [report.Cell("Hopper-v4", "PPO", full="full.json", ref="ref.json")])
+    summary, readme, _ = report.build(report.Args(plots=False, reps=100))
+    row = next(line for line in summary.splitlines() if line.startswith("| Hopper-v4 | PPO"))
+    assert row.endswith("| 500 (random) | -0.50 | 700 | 800 | 3081 / 79 |")  # the worst stays over the six
+    assert "PPO, Hopper-v4, reference attacks: `eval_attacks.py ...`" in summary
+    assert report.result_for(ref, "x/other.safetensors")["attacks"]["sa_rl_ref"]["mean"] == 1 and report.result_for(ref, "none") is None
