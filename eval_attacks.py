@@ -305,8 +305,11 @@ def learned_attack(model, name, epsilon, args):
 
     candidates = make_attack(name, model.policy, epsilon, args)
     if name in LEARNED:
-        for label, attack in candidates:
+        for i, (label, attack) in enumerate(candidates):
             cache = attack_cache(model, name, attack, args)
+            if cache in FITTED:  # fitted a moment ago by fit_side_by_side (which said so)
+                candidates[i] = (label, FITTED.pop(cache))
+                continue
             steps, progress = fit_steps(name, args, model.env_id), show_progress(args)
             loaded = fit_or_load(attack, cache, model.env_id, steps, args.attack_seed, progress)
             print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
@@ -314,6 +317,7 @@ def learned_attack(model, name, epsilon, args):
 
 
 SIDE_BY_SIDE = ("sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix")  # the PPO-learned attacks (rs fits Q functions by TD)
+FITTED = {}  # cache path -> the attack fit_side_by_side fitted and cached, for learned_attack to use as it is
 
 
 def fit_side_by_side(models, names, args):
@@ -340,6 +344,7 @@ def fit_side_by_side(models, names, args):
             for cache, attack in todo.items():
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 attack.save(cache)
+                FITTED[cache] = attack
                 print(f"{name}: trained and cached {cache}", file=sys.stderr, flush=True)
 
 

@@ -421,7 +421,7 @@ def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
     ret_acc, ret_mean, ret_var, ret_count = np.zeros((M, N)), np.zeros(M), np.ones(M), np.full(M, 1e-4)
     ep_return, episode_returns = np.zeros((M, N)), [[] for _ in jobs]
     start_time, global_step = time.time(), 0
-    pbar = FitProgress(progress, num_iterations * batch_size * M, f"{jobs[0].desc} x {M}")
+    pbar = FitProgress(progress, num_iterations * batch_size * M, jobs[0].desc if M == 1 else f"{jobs[0].desc} x {M}")
     rows = torch.arange(M).unsqueeze(1)
     for iteration in range(1, num_iterations + 1):
         if cfg.anneal_lr:
