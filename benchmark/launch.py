@@ -133,22 +133,28 @@ def flags(env, seeds, extra):
     return ["--env-id", env, "--seed", str(seeds[0]), "--num-seeds", str(len(seeds)), "--eval-episodes", "50", *shlex.split(extra)]
 
 
-def resumable(script, env, seeds, extra, out):
-    """(the newest checkpoint under out/runs/ of a run of exactly this process, whether that run finished training), or
-    (None, False): same script, first seed and seed count, and every flag equal once resolved (the script's own Args
-    and resolve_args read the command; the runtime flags aside). A run with other flags is left alone."""
+def resolved_args(script, env, seeds, extra):
+    """(every flag of one process's run as the script resolves it, the script's runtime flags): its own Args and
+    resolve_args read the command line of `flags`."""
     import dataclasses
     import importlib.util
-
-    from safetensors import safe_open
 
     spec = importlib.util.spec_from_file_location(f"launch_{script[:-3]}", os.path.join(ROOT, script))
     module = importlib.util.module_from_spec(spec)
     if ROOT not in sys.path:  # the script imports envs/ (and attacks/) from the repository, as its own run does
         sys.path.insert(0, ROOT)
     spec.loader.exec_module(module)
-    want = dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=flags(env, seeds, extra))))
-    ignore = set(module.RUNTIME_FLAGS) | {"resume"}
+    return dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=flags(env, seeds, extra)))), module.RUNTIME_FLAGS
+
+
+def resumable(script, env, seeds, extra, out):
+    """(the newest checkpoint under out/runs/ of a run of exactly this process, whether that run finished training), or
+    (None, False): same script, first seed and seed count, and every flag equal once resolved (the runtime flags
+    aside). A run with other flags is left alone."""
+    from safetensors import safe_open
+
+    want, runtime = resolved_args(script, env, seeds, extra)
+    ignore = set(runtime) | {"resume"}
     same = lambda a, b: (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
     found = []
     for path in glob.glob(os.path.join(out, "runs", f"{env}__{want['exp_name']}__{seeds[0]}__*", f"{want['exp_name']}.safetensors")):

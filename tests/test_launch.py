@@ -150,19 +150,14 @@ def test_grid_scripts_parse_and_refuse_bad_input(script, argv, message):
 def test_a_checkpoint_holding_the_last_iteration_still_resumes(tmp_path):
     """The checkpoint stores the next iteration to run: equal to the number of iterations, one is left to train;
     past it, the run finished (then the relaunch must not train it again)."""
-    import dataclasses
-    import importlib.util
     import json
 
     import torch
-    import tyro
     from safetensors.torch import save_file
 
     extra = "--total-timesteps 3072 --num-steps 512"
-    spec = importlib.util.spec_from_file_location("ppo_for_test", os.path.join(launch.ROOT, "ppo_continuous.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    args = dataclasses.asdict(module.resolve_args(tyro.cli(module.Args, args=launch.flags("Hopper-v4", [1], extra))))
+    args, _ = launch.resolved_args("ppo_continuous.py", "Hopper-v4", [1], extra)
+    assert args["num_iterations"] == 6
     folder = tmp_path / "runs" / "Hopper-v4__ppo_continuous__1__1_x"
     folder.mkdir(parents=True)
     for iteration, finished in ((6, False), (7, True)):
