@@ -10,8 +10,8 @@ Paper: "Pruning Cannot Hurt Robustness: Certified Trade-offs in Reinforcement Le
            are zeroed); magnitude_ste instead keeps dense W, steps it with the gradient taken at W * M (straight-through)
            and recomputes M from |W|, so weights can regrow
 Methods (--prune-method): magnitude (smallest |w| per layer, nested masks), random (ERK per-layer densities, Evci et al.
-arXiv 1911.11134, nested), magnitude_ste, saliency (first-order Taylor |w dL/dw| summed over the minibatches since the
-last mask update, nested), none. Masks are saved under prune/ in the checkpoint; the stored weights are already masked.
+arXiv 1911.11134, nested), magnitude_ste, saliency (first-order Taylor |w dL/dw| summed over the --prune-interval
+minibatches before each mask update, nested), none. Masks are saved under prune/ in the checkpoint; the stored weights are already masked.
 The certified report (Theorem 1: the product of per-layer norm surrogates) is eval_attacks.py's `certificate`.
 
 Reproduce a frontier point of the paper (Table 2, Hopper, magnitude; the paper trains 50M steps, we 2M):
@@ -986,26 +986,29 @@ if __name__ == "__main__":
                 prune_step += 1
                 for w, (_, layer) in zip(dense, prunable):
                     w.copy_(layer.weight.detach())
-                if prunable and prune_step / total_steps > args.burn_in and prune_step % args.prune_interval == 0:
-                    if args.prune_method in ("magnitude", "magnitude_ste"):
-                        scores = [w.abs() for w in dense] if dense else [layer.weight.detach().abs() for _, layer in prunable]
-                    else:
-                        scores = saliency if saliency else random_scores
-                    new_masks = update_masks(masks, scores, sparsity_at(prune_step, total_steps, args), args.prune_method)
-                    for old, new, (_, layer) in zip(masks, new_masks, prunable):
-                        if args.prune_method != "magnitude_ste":  # a newly pruned weight must not move on Adam's momentum
-                            for key in ("exp_avg", "exp_avg_sq"):
-                                optimizer.state[layer.weight][key].mul_(new)
-                        old.copy_(new)
-                    for score in saliency:
+                if prunable and prune_step % args.prune_interval == 0:
+                    if prune_step / total_steps > args.burn_in:
+                        if args.prune_method in ("magnitude", "magnitude_ste"):
+                            scores = [w.abs() for w in dense] if dense else [layer.weight.detach().abs() for _, layer in prunable]
+                        else:
+                            scores = saliency if saliency else random_scores
+                        new_masks = update_masks(masks, scores, sparsity_at(prune_step, total_steps, args), args.prune_method)
+                        for old, new, (_, layer) in zip(masks, new_masks, prunable):
+                            if args.prune_method != "magnitude_ste":  # a newly pruned weight must not move on Adam's momentum
+                                for key in ("exp_avg", "exp_avg_sq"):
+                                    optimizer.state[layer.weight][key].mul_(new)
+                            old.copy_(new)
+                        surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])  # before masking
+                    for score in saliency:  # the scores of one interval, burn-in too
                         score.zero_()
-                    surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])  # before masking
                 if prunable:
                     with torch.no_grad():
                         torch._foreach_mul_([layer.weight for _, layer in prunable], masks)  # one dispatch for all layers
 
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
+        # the schedule runs on the nominal step count: minibatches that --target-kl skipped count as taken
+        prune_step = iteration * args.update_epochs * args.num_minibatches
 
         y_pred, y_true = b_values.numpy(), b_returns.numpy()
         var_y = np.var(y_true, axis=1)

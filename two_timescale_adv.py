@@ -14,7 +14,11 @@ and maximizes its worst case over the adversarial part. Defenses (--defense), on
     self_play      sumo baseline (Bansal et al. 2018): the opponent is the victim itself, as it is this iteration
     fictitious_play  sumo baseline (Heinrich & Silver 2016): the opponent is a uniformly drawn past iterate of the victim
 Kuhn: victim lr = --attacker-lr / --timescale-ratio for every defense (single: the attacker at that lr too); MuJoCo:
-the victim keeps the per-env PPO learning rates and the attacker's are --timescale-ratio times those (single: equal).
+the victim keeps the per-env PPO learning rates and the attacker's are --timescale-ratio times those (single: equal),
+or, with --attacker-lr, the victim's are --attacker-lr / --timescale-ratio. Under PPO the ratio of learning rates is
+an upper bound on the separation: the clip bounds how far either policy moves per iteration, so the attacker's step
+grows less than tenfold at ratio 10; adversary/approx_kl and adversary/clipfrac (beside the victim's losses/...) show
+the separation a run actually had.
 
 Setting (--env-id):
     kuhn   Kuhn poker, exact (envs/kuhn.py): tabular policies P(bet or call) per information state, the victim
@@ -27,7 +31,7 @@ Setting (--env-id):
            probability eps_pi (a per-step, per-env coin) the attacker's action is executed. Victim and attacker are
            both PPO (this file is ppo_continuous.py plus the attacker); the attacker's policy loss counts only the
            steps it acted, the victim's only the steps it acted, both critics all steps; the attacker is paid minus
-           the victim's (scaled) reward. Checkpoint: the victim under actor/, critic/, obs_norm/ (any tool reads it),
+           the victim's (scaled) reward; each normalizes its advantages over the steps it acted. Checkpoint: the victim under actor/, critic/, obs_norm/ (any tool reads it),
            the attacker under adversary/. --oracle-iters K: K attacker iterations per victim iteration, the extra
            ones on rollouts where the victim is frozen (min_oracle: K of them, then the victim learns alone).
     sumo-puck, sumo-ant  the two-agent arena of envs/sumo.py (the paper's Robosumo, Sec. 7, App. E). Phase 1 trains
@@ -180,8 +184,8 @@ class Args:
     eps_pi: float = 0.3
     """the attacker's share of control: alpha plays (1 - eps_pi) * benign + eps_pi * adversarial"""
     attacker_lr: Optional[float] = None
-    """the attacker's learning rate; the victim's is attacker_lr / timescale_ratio (MuJoCo default: the victim's
-    per-env --learning-rate, and the attacker's follows; Kuhn default 0.1)"""
+    """the attacker's learning rate; the victim's is attacker_lr / timescale_ratio (single: equal). Default: Kuhn 0.1;
+    MuJoCo and sumo: the victim keeps its per-env --learning-rate and the attacker's follows"""
     timescale_ratio: float = 10.0
     """attacker lr / victim lr (Algorithm 2 needs it >> 1; single: the attacker at the victim's lr)"""
     fused_update: bool = True
@@ -228,6 +232,23 @@ def fail(msg):
     sys.exit(2)
 
 
+def resolve_lrs(args, lr_given, value_lr_given, separated):
+    """The learning rates of victim and attacker: with --attacker-lr, the victim's follow it (attacker_lr /
+    timescale_ratio when the timescales are separated, equal for single; the critic's in proportion unless given);
+    without it, the attacker's follow the victim's per-env rates."""
+    ratio = args.timescale_ratio if separated else 1.0
+    if args.attacker_lr is None:
+        args.attacker_lr = args.learning_rate * ratio
+        return
+    victim_lr = args.attacker_lr / ratio
+    if lr_given and not math.isclose(args.learning_rate, victim_lr, rel_tol=1e-9):
+        fail(f"--attacker-lr {args.attacker_lr:g} makes the victim's learning rate {victim_lr:g} (--defense {args.defense}, --timescale-ratio "
+             f"{args.timescale_ratio:g}), but --learning-rate is {args.learning_rate:g}: give one of the two")
+    if not value_lr_given:
+        args.value_learning_rate *= victim_lr / args.learning_rate
+    args.learning_rate = victim_lr
+
+
 def resolve_args(args):
     if args.env_id == "kuhn":
         return resolve_kuhn_args(args)
@@ -237,6 +258,7 @@ def resolve_args(args):
         gym.spec(args.env_id)
     except Exception:
         fail(f"unknown env id {args.env_id!r} (gymnasium has no such environment)")
+    lr_given, value_lr_given = args.learning_rate is not None, args.value_learning_rate is not None
     defaults = ENV_DEFAULTS.get(args.env_id.split("-")[0], GENERIC_DEFAULTS)
     for k, v in defaults.items():
         if hasattr(args, k) and getattr(args, k) is None:
@@ -271,8 +293,7 @@ def resolve_args(args):
         fail(f"--defense {args.defense} and --benign are for the sumo arena (two agents); the MuJoCo setting has one")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
         fail("--timescale-ratio and --attacker-lr must be positive")
-    if args.attacker_lr is None:
-        args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense in ("two_timescale", "min_oracle") else 1.0)
+    resolve_lrs(args, lr_given, value_lr_given, separated=args.defense in ("two_timescale", "min_oracle"))
     return args
 
 
@@ -285,6 +306,7 @@ def resolve_sumo_args(args):
         fail(f"unknown sumo arena {args.env_id!r} (choose from {', '.join(SUMO_ENV_IDS)})")
     if args.resume:
         fail("--resume: a sumo run cannot be resumed (interrupts save its checkpoints); start again, with --benign RUN/benign.safetensors to skip phase 1")
+    lr_given, value_lr_given = args.learning_rate is not None, args.value_learning_rate is not None
     for k, v in SUMO_DEFAULTS[args.env_id.split("-", 1)[1]].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -318,8 +340,7 @@ def resolve_sumo_args(args):
         fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the sumo arena not (use two_timescale)")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
         fail("--timescale-ratio and --attacker-lr must be positive")
-    if args.attacker_lr is None:
-        args.attacker_lr = args.learning_rate * (args.timescale_ratio if args.defense == "two_timescale" else 1.0)
+    resolve_lrs(args, lr_given, value_lr_given, separated=args.defense == "two_timescale")
     if args.benign and len(args.benign) not in (1, args.num_seeds):
         fail(f"--benign takes one checkpoint or one per seed ({args.num_seeds}), got {len(args.benign)}")
     for path in args.benign:  # the file must be a sumo policy of this body and these network sizes
@@ -579,13 +600,27 @@ def masked_mean(x, mask):
     return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def masked_normalize(x, mask):
+    """Per seed, x [N, B] shifted and scaled to mean 0, std 1 over the entries where mask is 1. Why not over all
+    steps: each learner's critic baselines the mixture's play, so its advantages on the steps it acted lean positive;
+    normalized over all steps they would push up every sampled action's probability."""
+    n = mask.sum(1, keepdim=True)
+    mean = (x * mask).sum(1, keepdim=True) / n.clamp(min=1.0)
+    var = (((x - mean) * mask) ** 2).sum(1, keepdim=True) / (n - 1).clamp(min=1.0)
+    return (x - mean) / (var.sqrt() + 1e-8)
+
+
 def adversary_loss(adversary, obs, actions, logprobs, advantages, returns, values, acted, args):
     """The attacker's PPO loss per seed [N]: the clipped surrogate on the steps it acted (its advantages come from its
-    own reward, minus the victim's, and its own critic), the value loss on every step."""
+    own reward, minus the victim's, and its own critic, normalized over those steps), the value loss on every step.
+    Also returns its approx_kl and clip fraction [N] (over every step, as the victim's)."""
     _, newlogprob, entropy, newvalue = adversary.get_action_and_value(obs, actions)
-    ratio = (newlogprob - logprobs).exp()
+    logratio = newlogprob - logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        stats = (((ratio - 1) - logratio).mean(1), ((ratio - 1.0).abs() > args.clip_coef).float().mean(1))
     if args.norm_adv:
-        advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
+        advantages = masked_normalize(advantages, acted)
     pg_loss = masked_mean(torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)), acted)
     newvalue = newvalue.squeeze(2)
     if args.clip_vloss:
@@ -593,7 +628,7 @@ def adversary_loss(adversary, obs, actions, logprobs, advantages, returns, value
         v_loss = 0.5 * torch.max((newvalue - returns) ** 2, (v_clipped - returns) ** 2).mean(1)
     else:
         v_loss = 0.5 * ((newvalue - returns) ** 2).mean(1)
-    return pg_loss - args.ent_coef * entropy.mean(1) + v_loss * args.vf_coef
+    return pg_loss - args.ent_coef * entropy.mean(1) + v_loss * args.vf_coef, stats
 
 
 def compute_gae(rewards, values, ends, next_value, gamma, gae_lambda):
@@ -1236,6 +1271,7 @@ def train_sumo(args):
 
             # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...])
             clipfracs = []
+            attacker_clipfracs = []
             seed_rows = torch.arange(N).unsqueeze(1)
             for epoch in range(args.update_epochs):
                 b_inds = torch.stack([torch.randperm(batch_size, generator=g) for g in generators])  # each seed its own order
@@ -1282,7 +1318,8 @@ def train_sumo(args):
                     # ALGO LOGIC: the attacker's PPO step in the same minibatch (simultaneous updates, Algorithm 2): its
                     # policy loss on the steps it acted, its critic on all; its own learning rate sets the timescale
                     if adversary is not None:
-                        attacker_loss = adversary_loss(adversary, *(t[:, mb_inds] for t in e_adv), args)
+                        attacker_loss, (attacker_kl, attacker_clipfrac) = adversary_loss(adversary, *(t[:, mb_inds] for t in e_adv), args)
+                        attacker_clipfracs.append(attacker_clipfrac)
                         loss = loss + attacker_loss
 
                     optimizer.zero_grad()
@@ -1324,6 +1361,10 @@ def train_sumo(args):
                 "losses/explained_variance": explained_var,
                 "adversary/share": b_attacked.mean(1),  # of agent 1's steps, the attacker's
                 "adversary/loss": attacker_loss.detach() if adversary is not None else math.nan,
+                # how far the attacker moved in the iteration (PPO's clip, not only its learning rate, bounds it)
+                "adversary/approx_kl": attacker_kl if adversary is not None else math.nan,
+                "adversary/clipfrac": torch.stack(attacker_clipfracs).mean(0) if adversary is not None else math.nan,
+                "adversary/log_std": adversary.actor.log_std.detach().mean(1) if adversary is not None else math.nan,
                 "adversary/victim_grad_norm": victim_grad_norm,  # the paper's Fig. 4b
                 "charts/SPS": sps,
             }
@@ -1514,7 +1555,9 @@ if __name__ == "__main__":
     rollouts = ((iteration, sub < attacker_only_rollouts) for iteration in range(start_iteration, args.num_iterations + 1) for sub in range(attacker_only_rollouts + 1))
     victim_params = [*agent.actor.parameters(), *agent.critic.parameters()]
     attacker_params = [*adversary.actor.parameters(), *adversary.critic.parameters()] if adversary is not None else []
+    attacker_stats = (math.nan, math.nan)
     for iteration, attacker_only in rollouts:
+        attacker_learns = adversary is not None and (attacker_only or args.defense != "min_oracle")
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -1640,7 +1683,7 @@ if __name__ == "__main__":
 
         # Optimizing the policy and value network: every line below is per seed along dim 0 ([seed, sample, ...]; fused:
         # [victim's seeds and attacker's seeds, sample, ...], one loss, one backward)
-        clipfracs = []
+        clipfracs, attacker_clipfracs = [], []
         rows = torch.arange(len(batch[0])).unsqueeze(1)
         for epoch in range(args.update_epochs):
             b_inds = torch.stack([torch.randperm(args.batch_size, generator=g) for g in generators])  # each seed its own order
@@ -1660,10 +1703,13 @@ if __name__ == "__main__":
                     old_approx_kl = (-logratio[:N]).mean(1)
                     approx_kl = ((ratio[:N] - 1) - logratio[:N]).mean(1)
                     clipfracs.append(((ratio[:N] - 1.0).abs() > args.clip_coef).float().mean(1))
+                    if joint is not None:  # the attacker's rows, as adversary_loss reports them
+                        attacker_kl = ((ratio[N:] - 1) - logratio[N:]).mean(1)
+                        attacker_clipfracs.append(((ratio[N:] - 1.0).abs() > args.clip_coef).float().mean(1))
 
                 mb_advantages = e_advantages[:, mb_inds]
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean(1, keepdim=True)) / (mb_advantages.std(1, keepdim=True) + 1e-8)
+                if args.norm_adv:  # each row over the steps its agent acted (masked_normalize says why)
+                    mb_advantages = masked_normalize(mb_advantages, e_acted[:, mb_inds])
 
                 # Policy loss
                 pg_loss1 = -mb_advantages * ratio
@@ -1688,7 +1734,8 @@ if __name__ == "__main__":
                 if joint is not None:
                     attacker_loss = loss[N:]
                 elif adversary is not None:
-                    attacker_loss = adversary_loss(adversary, e_obs[:, mb_inds], *(t[:, mb_inds] for t in e_adv), args)
+                    attacker_loss, (attacker_kl, attacker_clipfrac) = adversary_loss(adversary, e_obs[:, mb_inds], *(t[:, mb_inds] for t in e_adv), args)
+                    attacker_clipfracs.append(attacker_clipfrac)
                     loss = loss + attacker_loss
 
                 optimizer.zero_grad()
@@ -1698,13 +1745,16 @@ if __name__ == "__main__":
                 # ALGO LOGIC: who learns from this rollout; Adam skips a parameter without a gradient (state and step count too)
                 for p in victim_params if attacker_only else attacker_params if args.defense == "min_oracle" else ():
                     p.grad = None
-                if args.max_grad_norm > 0 and not attacker_only:
-                    clip_grad_norm_per_seed(agent.actor.parameters(), args.max_grad_norm)
-                    clip_grad_norm_per_seed(agent.critic.parameters(), args.max_grad_norm)
+                if args.max_grad_norm > 0:
+                    for module in (() if attacker_only else (agent.actor, agent.critic)) + ((adversary.actor, adversary.critic) if attacker_learns else ()):
+                        clip_grad_norm_per_seed(module.parameters(), args.max_grad_norm)
                 optimizer.step()
 
-            if args.target_kl is not None and approx_kl.item() > args.target_kl:
+            # the victim's KL decides; in the attacker's own iterations (min_oracle, --oracle-iters), the attacker's
+            if args.target_kl is not None and (attacker_kl if attacker_only else approx_kl).item() > args.target_kl:
                 break
+        if attacker_learns:  # logged with the victim's iteration: the attacker's last update's
+            attacker_stats = (attacker_kl, torch.stack(attacker_clipfracs).mean(0))
         if attacker_only:  # the victim iteration's own rollout follows
             continue
 
@@ -1725,6 +1775,10 @@ if __name__ == "__main__":
             "losses/explained_variance": explained_var,
             "adversary/share": b_attacked.mean(1),  # of the steps, the attacker's
             "adversary/loss": attacker_loss.detach() if adversary is not None else math.nan,
+            # how far the attacker moved in its last update (PPO's clip, not only its learning rate, bounds it)
+            "adversary/approx_kl": attacker_stats[0] if adversary is not None else math.nan,
+            "adversary/clipfrac": attacker_stats[1] if adversary is not None else math.nan,
+            "adversary/log_std": adversary.actor.log_std.detach().mean(1) if adversary is not None else math.nan,
             "adversary/victim_grad_norm": victim_grad_norm,  # the paper's Fig. 4b
             "charts/SPS": sps,
         }

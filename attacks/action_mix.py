@@ -45,7 +45,9 @@ class ActionMixAttack:
         self.epsilon = self.eps_pi  # the budget, as the cache and the saved file key it
         self.cfg = config_from(ppo)
         self.obs_dim, self.act_dim = policy.actor.layers[0].in_features, policy.actor.layers[-1].out_features
-        self.settings = dict(eps_pi=self.eps_pi, **config_dict(self.cfg))
+        # adv_norm: its advantages normalized over the steps it acted (ppo_adversary.masked_normalize); fits made
+        # before that (normalized over all steps) have other cache keys and are not loaded
+        self.settings = dict(eps_pi=self.eps_pi, adv_norm="acted", **config_dict(self.cfg))
         self.agent = self._new_agent(seed=0)
         self.fitted = False
         self.decisions = self.taken = 0  # coins drawn and won by the adversary while attacking

@@ -65,6 +65,16 @@ class PPOConfig:
     """clip of the scaled reward"""
 
 
+def masked_normalize(x, mask):
+    """x [..., B] shifted and scaled to mean 0, std 1 over the entries where mask is 1: an adversary that acts on some
+    steps only (action_mix) normalizes its advantages over those. Its critic baselines the mixture's play, so on its
+    own steps the advantages lean positive; normalized over all steps they would push up every sampled action."""
+    n = mask.sum(-1, keepdim=True)
+    mean = (x * mask).sum(-1, keepdim=True) / n.clamp(min=1.0)
+    var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / (n - 1).clamp(min=1.0)
+    return (x - mean) / (var.sqrt() + 1e-8)
+
+
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -331,7 +341,7 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
                 ratio = (newlogprob - e_logprobs[mb]).exp()
                 mb_adv = e_adv[mb]
                 if cfg.norm_adv:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    mb_adv = masked_normalize(mb_adv, e_acted[mb]) if masked else (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef))
                 pg_loss = (pg * e_acted[mb]).sum() / e_acted[mb].sum().clamp(min=1.0) if masked else pg.mean()
                 if cfg.clip_vloss:
@@ -499,7 +509,8 @@ def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
                 ratio = (newlogprob - e_logprobs[:, mb]).exp()
                 mb_adv = e_adv[:, mb]
                 if cfg.norm_adv:
-                    mb_adv = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
+                    plain = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
+                    mb_adv = torch.where(use_mask, masked_normalize(mb_adv, e_acted[:, mb]), plain)
                 pg = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef))
                 weight = torch.where(use_mask, e_acted[:, mb], torch.ones_like(pg))
                 pg_loss = (pg * weight).sum(1) / weight.sum(1).clamp(min=1.0)

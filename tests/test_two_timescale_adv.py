@@ -115,6 +115,47 @@ def test_prmdp_attacker_acts_eps_pi_of_the_steps_and_is_saved(tmp_path):
     shares = [e.value for e in acc.Scalars("adversary/share")]  # 4 iterations x 256 steps: binomial(256, 0.3) each
     assert len(shares) == 4 and all(0.2 < v < 0.4 for v in shares)
     assert all(np.isfinite(e.value) and e.value > 0 for e in acc.Scalars("adversary/victim_grad_norm"))
+    # the separation the run actually had: the attacker moved (its KL and clip fraction are logged beside the victim's)
+    assert all(np.isfinite(e.value) and e.value > 0 for e in acc.Scalars("adversary/approx_kl"))
+    assert all(0 <= e.value <= 1 for e in acc.Scalars("adversary/clipfrac")) and len(acc.Scalars("adversary/log_std")) == 4
+
+
+def test_masked_normalize_uses_only_the_steps_the_agent_acted():
+    """Each learner's advantages are normalized over the steps it acted: on those, mean 0 and std 1 per seed; the other
+    steps' values do not move them; an all-ones mask is the usual per-minibatch normalization. The attack suite's copy
+    (action_mix's adversary) computes the same."""
+    from attacks.ppo_adversary import masked_normalize as suite_copy
+
+    g = torch.Generator().manual_seed(0)
+    x, mask = torch.randn(3, 64, generator=g) + 2.0, (torch.rand(3, 64, generator=g) < 0.3).float()
+    y = T.masked_normalize(x, mask)
+    for n in range(3):
+        acted = y[n][mask[n] == 1]
+        assert acted.mean().abs() < 1e-6 and acted.std().item() == pytest.approx(1.0, abs=1e-5)
+    x2 = torch.where(mask == 1, x, torch.full_like(x, 1e3))
+    assert torch.equal(T.masked_normalize(x2, mask)[mask == 1], y[mask == 1])
+    plain = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-8)
+    assert torch.allclose(T.masked_normalize(x, torch.ones_like(x)), plain, atol=1e-6)
+    assert torch.equal(suite_copy(x, mask), y)
+
+
+@pytest.mark.parametrize("defense,flags,victim_lr,victim_vlr,attacker_lr", [
+    ("two_timescale", (), 3e-4, 2.5e-4, 3e-3),                                   # Hopper's rates; the attacker's follow
+    ("two_timescale", ("--attacker-lr", 1e-3), 1e-4, 2.5e-4 / 3, 1e-3),          # the victim's follow --attacker-lr
+    ("single", ("--attacker-lr", 1e-3), 1e-3, 2.5e-4 * 10 / 3, 1e-3),
+    ("min_oracle", ("--attacker-lr", 1e-3, "--timescale-ratio", 4), 2.5e-4, 2.5e-4 * 2.5e-4 / 3e-4, 1e-3),
+    ("two_timescale", ("--attacker-lr", 1e-3, "--learning-rate", 1e-4, "--value-learning-rate", 5e-5), 1e-4, 5e-5, 1e-3),
+])
+def test_prmdp_learning_rates_follow_the_timescale_ratio(defense, flags, victim_lr, victim_vlr, attacker_lr):
+    import tyro
+
+    args = T.resolve_args(tyro.cli(T.Args, args=["--env-id", "Hopper-v4", "--defense", defense, *map(str, flags)]))
+    assert (args.learning_rate, args.value_learning_rate, args.attacker_lr) == pytest.approx((victim_lr, victim_vlr, attacker_lr))
+
+
+def test_prmdp_attacker_lr_and_learning_rate_must_agree(tmp_path):
+    proc = run("two_timescale_adv.py", *PRMDP, "--defense", "two_timescale", "--attacker-lr", 1e-3, "--learning-rate", 3e-4, cwd=tmp_path, timeout=60)
+    assert "--attacker-lr" in one_line_error(proc) and "give one of the two" in proc.stderr
 
 
 @pytest.mark.slow

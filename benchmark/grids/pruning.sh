@@ -5,7 +5,7 @@
 #
 #     bash benchmark/grids/pruning.sh frontier Hopper-v4 3     # magnitude at 0 (dense), 0.3, 0.5, 0.7, 0.9; 3 seeds; 2M steps
 #     bash benchmark/grids/pruning.sh frontier HalfCheetah-v4 2
-#     bash benchmark/grids/pruning.sh methods Hopper-v4 2      # random, magnitude_ste, saliency at 0.3 and 0.7; 1M steps
+#     bash benchmark/grids/pruning.sh methods Hopper-v4 2      # random, magnitude_ste, saliency at 0.3 and 0.7; 2M steps
 #     bash benchmark/grids/pruning.sh interval Hopper-v4 2     # magnitude 0.5 with --prune-interval 1 and 100; 2M steps
 #
 # Re-running continues where it stopped (launch.py skips finished processes and resumes interrupted ones; an
@@ -21,7 +21,9 @@ mkdir -p benchmark/results/pruning
 
 one() {  # name, flags: train the seeds in one process, copy the checkpoints, attack every seed
   local name=$1 flags=$2
-  $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "__$name"
+  # the closing evaluation only names the natural return for the launcher (10 episodes, not 50): every agent's
+  # evaluation of record is eval_attacks.py's below
+  $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags --eval-episodes 10" --tag "__$name"
   $PY benchmark/launch.py --collect --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "__$name"
   local out=benchmark/results/pruning/${name}__$ENV.json models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/pruned_ppo__${name}__${ENV}__$seed.safetensors"); done
@@ -34,7 +36,7 @@ case $PART in
     for s in 0.3 0.5 0.7 0.9; do one magnitude$s "--prune-method magnitude --target-sparsity $s"; done ;;
   methods)
     for m in random magnitude_ste saliency; do
-      for s in 0.3 0.7; do one $m$s "--prune-method $m --target-sparsity $s --total-timesteps 1000000"; done
+      for s in 0.3 0.7; do one $m$s "--prune-method $m --target-sparsity $s"; done
     done ;;
   interval)
     for k in 1 100; do one magnitude0.5__interval$k "--prune-method magnitude --target-sparsity 0.5 --prune-interval $k"; done ;;
