@@ -72,7 +72,7 @@ def test_attacker_policy_loss_counts_only_its_own_steps():
 
     def grads(actions, logprobs, returns, acted):
         adversary.zero_grad()
-        T.adversary_loss(adversary, obs, actions, logprobs, advantages, returns, values, acted, args).sum().backward()
+        T.adversary_loss(adversary, obs, actions, logprobs, advantages, returns, values, acted, args)[0].sum().backward()
         return [p.grad.clone() for p in adversary.actor.parameters()], [p.grad.clone() for p in adversary.critic.parameters()]
 
     actor, critic = grads(actions, logprobs, returns, acted)
