@@ -735,8 +735,13 @@ def table(results):
 
 
 def provenance():
+    """Command, commit and date of this evaluation, taken when it starts (the code it runs is the code it started
+    with: a long evaluation must not record a commit made while it ran); "-dirty" if tracked .py files differ."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True, timeout=10).stdout.strip() or None
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        if commit and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "*.py"], cwd=here, capture_output=True, timeout=10).returncode != 0:
+            commit += "-dirty"
     except Exception:
         commit = None
     import mujoco
@@ -773,6 +778,7 @@ def plot_sweep(sweep, path):
 
 
 def main(args):
+    started = provenance()
     if (args.episodes is not None and args.episodes <= 0) or (args.num_envs is not None and args.num_envs <= 0) or args.attack_steps <= 0:
         fail("--episodes, --num-envs and --attack-steps must be positive")
     if args.stealth_features <= 0:
@@ -821,7 +827,7 @@ def main(args):
     announce_fits(models, names, args)
     if args.batch_fits and not arena:
         fit_side_by_side(models, names, args)
-    out = dict(schema=SCHEMA, **provenance())
+    out = dict(schema=SCHEMA, **started)
     if args.epsilons:
         sweep = {m.path: [run_model(m, args, e) for e in m.epsilons] for m in models}
         for path, points in sweep.items():

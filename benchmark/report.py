@@ -168,7 +168,7 @@ def result_for(doc, model):
 
 
 def provenance(doc):
-    return f"`{doc['command']}` (commit `{doc['git_commit'][:7]}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['machine']})"
+    return f"`{doc['command']}` (commit `{doc['git_commit'][:7]}{'-dirty' if doc['git_commit'].endswith('-dirty') else ''}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['machine']})"
 
 
 def build(args):
