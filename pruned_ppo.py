@@ -11,7 +11,8 @@ Paper: "Pruning Cannot Hurt Robustness: Certified Trade-offs in Reinforcement Le
            and recomputes M from |W|, so weights can regrow
 Methods (--prune-method): magnitude (smallest |w| per layer, nested masks), random (ERK per-layer densities, Evci et al.
 arXiv 1911.11134, nested), magnitude_ste, saliency (first-order Taylor |w dL/dw| summed over the --prune-interval
-minibatches before each mask update, nested), none. Masks are saved under prune/ in the checkpoint; the stored weights are already masked.
+minibatches before each mask update, nested), none. Masks are saved under prune/ in the checkpoint; the stored weights
+are already masked.
 The certified report (Theorem 1: the product of per-layer norm surrogates) is eval_attacks.py's `certificate`.
 
 Reproduce a frontier point of the paper (Table 2, Hopper, magnitude; the paper trains 50M steps, we 2M):

@@ -168,7 +168,8 @@ def result_for(doc, model):
 
 
 def provenance(doc):
-    return f"`{doc['command']}` (commit `{doc['git_commit'][:7]}{'-dirty' if doc['git_commit'].endswith('-dirty') else ''}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['machine']})"
+    """The Sources line of an eval JSON: its command, the commit (7 hex, and "-dirty" if it was), date, machine."""
+    return f"`{doc['command']}` (commit `{doc['git_commit'][:7]}{doc['git_commit'][40:]}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['machine']})"
 
 
 def build(args):

@@ -26,6 +26,11 @@ def run(script, *args, cwd=None, timeout=600, python_warnings="ignore"):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def git_head():
+    """The repository's HEAD commit (what a run or an evaluation must record, with "-dirty" when files differ)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def one_line_error(proc):
     """Bad input: exit status 2 and a single `error: ...` line as the last stderr line, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])

@@ -3,12 +3,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, run
+from conftest import git_head, one_line_error, run
 
 import ppo_continuous as P
 from attacks.checkpoint import load_checkpoint, policy_hash
@@ -114,8 +113,7 @@ def test_cli_table_json_and_sweep(victim, tmp_path):
     proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "critic", "mad", "--episodes", 3, "--json", out, "--markdown", tmp_path / "t.md")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True).stdout.strip()
-    assert res["schema"] == "robust-rl/eval/1" and res["git_commit"].removesuffix("-dirty") == head  # the commit it started from
+    assert res["schema"] == "robust-rl/eval/1" and res["git_commit"].removesuffix("-dirty") == git_head()  # the commit it started from
     (r,) = res["results"]
     assert r["epsilon"] == 0.075 and set(r["attacks"]) == {"random", "critic", "mad"}
     worst = min(a["mean"] for a in r["attacks"].values())

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, run, script_env
+from conftest import git_head, one_line_error, run, script_env
 from safetensors import safe_open
 
 import ppo_continuous as P
@@ -178,10 +178,7 @@ def test_smoke_two_iterations_write_loadable_checkpoint(tmp_path, env_id):
     (path,) = glob.glob(str(tmp_path / "runs" / f"{env_id}__ppo_continuous__1__*" / "ppo_continuous.safetensors"))
     policy, meta = load_checkpoint(path, env_id=env_id)
     assert meta["global_step"] == 512 and meta["env_id"] == env_id
-    import subprocess
-
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(P.__file__), capture_output=True, text=True).stdout.strip()
-    assert meta["git_commit"].removesuffix("-dirty") == head  # the commit the run started from
+    assert meta["git_commit"].removesuffix("-dirty") == git_head()  # the commit the run started from
     assert 0 < policy.obs_norm.count.item() and np.all(policy.obs_norm.var.numpy() > 0)
     ret = float(re.search(r"eval: natural return (\S+)", proc.stdout).group(1))
     assert math.isfinite(ret)

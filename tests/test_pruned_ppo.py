@@ -153,6 +153,20 @@ def test_training_keeps_pruned_weights_zero_and_saves_the_masks(tmp_path, method
             assert (dense[masks["actor.layers.0.weight"] == 0] != 0).any()
 
 
+def test_target_kl_cutting_epochs_still_reaches_the_target_sparsity(tmp_path):
+    """--target-kl stops every iteration after its first epoch (of 2): half the planned optimizer steps run, but the
+    schedule counts the nominal steps, so the last mask update still prunes to the target."""
+    proc = run("pruned_ppo.py", *SMALL, "--prune-method", "magnitude", "--target-sparsity", 0.5, "--kappa", 0, "--target-kl", 1e-12,
+               "--eval-episodes", 0, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "pruned_ppo.safetensors"))
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["robust_rl"])
+        adam_steps = {f.get_tensor(k).item() for k in f.keys() if k.startswith("resume/adam/") and k.endswith("/step")}
+    assert adam_steps == {8 * 4.0}  # 8 iterations x 1 epoch x 4 minibatches: the second epoch never ran
+    assert meta["prune"]["sparsity"] == pytest.approx(0.5, abs=2e-3) and meta["prune"]["step"] == 8 * 2 * 4
+
+
 @pytest.mark.parametrize("flags,message", [(("--target-sparsity", "1.0"), "--target-sparsity"), (("--burn-in", "0.8"), "--burn-in"),
                                            (("--prune-interval", "0"), "--prune-interval"), (("--prune-method", "lottery"), "")])
 def test_bad_pruning_flags_exit_2(tmp_path, flags, message):
