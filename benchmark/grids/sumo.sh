@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The puck-sumo grid of two_timescale_adv.py (arXiv 2305.17342, Sec. 7 and App. E; docs/sumo.md): the self-play benign
+# policies (phase 1, 3 seeds in one process), then victims fine-tuned from them by each defense (single and two
+# timescales at each attack budget, self-play, fictitious play), then every victim group attacked by a fresh 1M-step
+# action_mix attacker: the self-play victims and the self-play / fictitious-play baselines at every budget, the
+# adversarially trained victims at their own. Win / loss / draw rates over 200 games and the W2 stealth measure per
+# seed go to benchmark/results/sumo/{victim}__sumo-puck__vs{eps_pi}.json.
+#
+#     bash benchmark/grids/sumo.sh                      # about 11 core-hours (docs/sumo.md); one process at a time
+#     PY=.venv/bin/python bash benchmark/grids/sumo.sh
+#
+# Re-running continues where it stopped: a finished training (its checkpoints copied to benchmark/checkpoints/) or an
+# evaluation whose JSON exists is skipped, and the learned attackers are cached next to the checkpoints. A sumo run
+# cannot be resumed, so an interrupted training starts again (from the saved benign policies). Phase 1 runs alone
+# (`--defense none` and one phase-2 iteration), so that every defense starts from the same finished benign policies.
+# Then: python benchmark/report.py (the table from benchmark/results/sumo/).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-python}
+EXTRA_TRAIN=${EXTRA_TRAIN:-}  # e.g. a smoke run in a scratch clone: "--benign-timesteps 4096 --total-timesteps 4096 --num-steps 256"
+EXTRA_EVAL=${EXTRA_EVAL:-}    # and "--action-mix-steps 4096 --episodes 20"
+ENV=sumo-puck
+BUDGETS="0.3 0.7 1.0"
+CK=benchmark/checkpoints
+mkdir -p "$CK" benchmark/results/sumo benchmark/logs
+
+train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's checkpoint is copied to benchmark/checkpoints/
+  local name=$1 flags=$2 log=benchmark/logs/two_timescale_adv__${ENV}__$1.log
+  [ -f "$CK/two_timescale_adv__${name}__${ENV}__3.safetensors" ] && return 0
+  # phase 1's run has its own name: a run named benign would write its victim over its benign.safetensors
+  $PY two_timescale_adv.py --env-id $ENV --seed 1 --num-seeds 3 --exp-name "${name/#benign/phase1}" $EXTRA_TRAIN $flags > "$log" 2>&1
+  # the run ends with one "seed k: benign policy saved to B; model saved to M" line per seed ("... from B" with --benign)
+  local seed=1
+  while read -r benign model; do
+    [ "$name" = benign ] && cp "$benign" "$CK/two_timescale_adv__benign__${ENV}__$seed.safetensors"
+    [ "$name" = benign ] || cp "$model" "$CK/two_timescale_adv__${name}__${ENV}__$seed.safetensors"
+    seed=$((seed + 1))
+  done < <(sed -n 's/^seed [0-9]*: benign policy \(saved to\|from\) \(.*\); model saved to \(.*\)$/\2 \3/p' "$log")
+  [ $seed = 4 ] || { echo "error: $log does not name the 3 seeds' checkpoints" >&2; exit 1; }
+}
+
+attack() {  # victim group, eps_pi: its 3 seeds against a fresh attacker
+  local out=benchmark/results/sumo/$1__${ENV}__vs$2.json
+  [ -f "$out" ] || $PY eval_attacks.py --model "$CK"/two_timescale_adv__$1__${ENV}__{1,2,3}.safetensors --attacks action_mix --eps-pi "$2" \
+    $EXTRA_EVAL --json "$out" > "benchmark/logs/sumo__$1__vs$2.log" 2>&1
+}
+
+# the benign policies (the self-play victims) first, and the attack on them: the paper's Fig. 3 and 6 / Table 4 shape
+train benign "--defense none --total-timesteps 2048"
+for eps in $BUDGETS; do attack benign "$eps"; done
+B="$CK/two_timescale_adv__benign__${ENV}__1.safetensors $CK/two_timescale_adv__benign__${ENV}__2.safetensors $CK/two_timescale_adv__benign__${ENV}__3.safetensors"
+# the victims of every defense from the same benign policies, then the attack on each: Fig. 4c
+for eps in $BUDGETS; do
+  train two_timescale_eps$eps "--defense two_timescale --eps-pi $eps --benign $B"
+  train single_eps$eps "--defense single --eps-pi $eps --benign $B"
+done
+train self_play "--defense self_play --benign $B"
+train fictitious_play "--defense fictitious_play --benign $B"
+for eps in $BUDGETS; do
+  attack two_timescale_eps$eps "$eps"
+  attack single_eps$eps "$eps"
+  attack self_play "$eps"
+  attack fictitious_play "$eps"
+done
