@@ -484,6 +484,8 @@ def open_arena_model(path, policy, meta, args):
     if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
         fail(f"{path}: checkpoint dims (obs {meta['obs_dim']}, act {meta['act_dim']}) do not match {env_id} (obs {obs_dim}, act {act_dim})")
     tensors, _ = read_checkpoint(path)
+    if meta.get("complete") is False:  # an interrupted run's last save: evaluated as asked, but never silently
+        print(f"note: {path} was saved before its training phase finished (step {meta.get('global_step')})", file=sys.stderr, flush=True)
     benign = policy
     if any(k.startswith("benign/") for k in tensors):
         try:  # benign/actor.layers.0.weight -> actor/layers.0.weight

@@ -338,6 +338,8 @@ def resolve_sumo_args(args):
         fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
     if args.defense == "min_oracle" or args.oracle_iters != 1:
         fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the sumo arena not (use two_timescale)")
+    if args.exp_name == "benign":
+        fail("--exp-name benign: phase 2 would write its victim over the run's benign.safetensors; choose another name")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):
         fail("--timescale-ratio and --attacker-lr must be positive")
     resolve_lrs(args, lr_given, value_lr_given, separated=args.defense == "two_timescale")
@@ -356,6 +358,10 @@ def resolve_sumo_args(args):
             fail(f"--benign {path}: networks {meta.get('hidden_sizes')} {meta['activation']}, this run's {list(args.hidden_sizes)} {args.activation}")
         if "critic/layers.0.weight" not in tensors:
             fail(f"--benign {path}: has no critic (the victim starts from the benign actor and critic)")
+        if any(k.startswith("benign/") for k in tensors):
+            fail(f"--benign {path}: a phase-2 victim (it holds benign/); pass its run's benign.safetensors")
+        if meta.get("complete") is False:
+            fail(f"--benign {path}: its phase 1 did not finish (saved at step {meta.get('global_step')}); train it again")
     return args
 
 
@@ -658,10 +664,10 @@ def git_commit():
         return None
 
 
-def save_checkpoint(path, agent, n, args, global_step, epsilon=None, resume_state=None):
+def save_checkpoint(path, agent, n, args, global_step, epsilon=None, resume_state=None, complete=None):
     """Seed n's agent as one .safetensors file (docs/checkpoint.md), written to a temp file and renamed: a crash never
     leaves half a model. args: seed n's (its own --seed). resume_state = (tensors, dict) from training_state(): stored
-    under resume/ and the metadata key `resume`."""
+    under resume/ and the metadata key `resume`. complete (sumo): whether the phase had finished, metadata key `complete`."""
     from safetensors.torch import save_file
 
     tensors = {k.replace(".", "/", 1): v.detach().contiguous().clone() for k, v in agent.seed_state_dict(n).items()}
@@ -671,6 +677,8 @@ def save_checkpoint(path, agent, n, args, global_step, epsilon=None, resume_stat
         obs_clip=args.obs_clip, norm_eps=agent.obs_norm.eps, epsilon=epsilon, global_step=int(global_step),
         args={k: v for k, v in asdict(args).items() if k != "resume"}, git_commit=git_commit(),
     )
+    if complete is not None:
+        meta["complete"] = bool(complete)
     metadata = {"robust_rl": json.dumps(meta)}
     if resume_state is not None:
         tensors.update({f"resume/{k}": v.contiguous().clone() for k, v in resume_state[0].items()})
@@ -1384,14 +1392,15 @@ def train_sumo(args):
                 # phase 1 writes the benign policy in the common format; phase 2 the victim, with benign/ (and adversary/)
                 paths = benign_paths if phase == 1 else ckpt_paths
                 for n in range(N):
-                    save_checkpoint(paths[n], learner, n, dataclasses.replace(seed_args[n], defense="self_play") if phase == 1 else seed_args[n], global_step)
+                    save_checkpoint(paths[n], learner, n, dataclasses.replace(seed_args[n], defense="self_play") if phase == 1 else seed_args[n], global_step,
+                                    complete=iteration == num_iterations[phase])
                 interrupt.saved = paths[0] if N == 1 else f"{paths[0]} and the other {N - 1} seeds'"
             if interrupt.signum:
                 pbar.close()
                 for writer in writers:
                     writer.close()
                 saved = f"saved {interrupt.saved}" if args.save_model else "nothing saved (--no-save-model)"
-                how = f"--benign {' '.join(args.benign or benign_paths)} skips phase 1" if phase == 2 else "phase 1 had not finished"
+                how = f"--benign {' '.join(args.benign or benign_paths)} skips phase 1" if phase == 2 or iteration == num_iterations[phase] else "phase 1 had not finished"
                 print(f"interrupted at step {global_step} (phase {phase}); {saved}; a sumo run cannot be resumed: start again ({how})", file=sys.stderr, flush=True)
                 sys.exit(128 + interrupt.signum)
     interrupt.in_loop = False

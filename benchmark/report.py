@@ -357,7 +357,8 @@ def main(args):
     pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
     prmdp = prmdp_section(load_prmdp())
-    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp}), ("README.md", {"": readme})):
+    sumo = sumo_section(load_sumo())
+    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp, "sumo": sumo}), ("README.md", {"": readme})):
         path = os.path.join(ROOT, rel)
         text = open(path).read()
         new = text
@@ -576,6 +577,66 @@ def prmdp_section(data):
             lines.append(f"| {name} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first['results'])} | {nat} | " + " | ".join(cells) + " |")
         lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
     return "\n".join(lines).rstrip()
+
+# The sumo arena (arXiv 2305.17342, Sec. 7 and App. E; benchmark/grids/sumo.sh): a victim group's seeds against a fresh
+# action_mix attacker at one budget, one JSON each: `sumo/{name}__{env}__vs{e_attack}.json`, name = benign (the
+# self-play victims of phase 1), self_play, fictitious_play, or {single,two_timescale}_eps{e} (trained at budget e).
+SUMO_NAME = re.compile(r"^(benign|self_play|fictitious_play|single|two_timescale)(?:_eps([0-9.]+))?__(sumo-[a-z]+)__vs([0-9.]+)\.json$")
+SUMO_ORDER = ("benign", "self_play", "fictitious_play", "single", "two_timescale")
+SUMO_LABEL = {"benign": "self-play (phase 1)", "self_play": "self_play", "fictitious_play": "fictitious_play", "single": "single", "two_timescale": "two_timescale"}
+
+
+def load_sumo(folder=None):
+    """{env: {(victim group, train eps_pi or None): {attack eps_pi: eval doc}}} from the sumo JSONs."""
+    folder = folder or os.path.join(RESULTS, "sumo")
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        m = SUMO_NAME.match(os.path.basename(path))
+        if m:
+            victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
+            out.setdefault(m.group(3), {}).setdefault(victim, {})[float(m.group(4))] = json.load(open(path))
+    return out
+
+
+def rate_cell(values):
+    """a rate's mean +- s.e. over seeds (two decimals); one seed: its rate alone."""
+    m, s = mean_se(np.array(values, dtype=float))
+    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} +- {s:.2f}"
+
+
+def sumo_section(data):
+    if not data:
+        return "No sumo results yet."
+    lines = []
+    for env, victims in sorted(data.items()):
+        budgets = sorted({b for docs in victims.values() for b in docs})
+        games = sorted({r["episodes"] for docs in victims.values() for d in docs.values() for r in d["results"]})
+        lines += [f"**{env}**: per victim group (seeds of one configuration), the victim's rates against the benign policy with "
+                  f"no attack (mean over seeds), and under a fresh `action_mix` attacker at each budget eps_pi: the attacker's win "
+                  f"rate (the victim's loss rate; mean +- s.e. over seeds; lower = harder to exploit) and the stealth measure W2^2 "
+                  f"(sum over the 10 most important observation features; mean over seeds, the natural-halves floor in brackets). "
+                  f"{'/'.join(map(str, games))} games per seed and row; * marks the victim's training budget.", "",
+                  "| victim | trained at eps_pi | seeds | natural win / draw / loss | "
+                  + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",
+                  "|---|---|---|---|" + "---|---|" * len(budgets)]
+        sources = set()
+        for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
+            first = docs[min(docs)]["results"]
+            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "draw", "loss"))
+            cells = []
+            for b in budgets:
+                doc = docs.get(b)
+                if doc is None:
+                    cells += ["", ""]
+                    continue
+                sources.add(provenance(doc))
+                rs = doc["results"]
+                w2, floor = np.mean([r["stealth"]["w2_squared"] for r in rs]), np.mean([r["stealth"].get("floor", np.nan) for r in rs])
+                cells += [rate_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs]) + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
+            lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first)} | {nat} | " + " | ".join(cells) + " |")
+        lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
+    return "\n".join(lines).rstrip()
+
 
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
 # policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named

@@ -175,6 +175,31 @@ def test_prmdp_table_rows_budgets_and_training_mark(tmp_path):
     assert report.prmdp_section({}) == "No PR-MDP results yet."
 
 
+def sumo_json(folder, name, seeds):
+    """seeds: [(natural (win, draw, loss), attacker win rate, w2)] -> an arena eval JSON named as the sumo grid's."""
+    results = [{"model": f"m__{i + 1}.safetensors", "episodes": 200, "natural": dict(zip(("win", "draw", "loss"), nat)),
+                "attacks": {"action_mix": {"attacker_win_rate": a}}, "stealth": {"w2_squared": w2, "floor": 0.01}}
+               for i, (nat, a, w2) in enumerate(seeds)]
+    doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}
+    (folder / name).write_text(__import__("json").dumps(doc))
+
+
+def test_sumo_table_rows_rates_and_training_mark(tmp_path):
+    sumo_json(tmp_path, "benign__sumo-puck__vs0.3.json", [((0.2, 0.6, 0.2), 0.3, 0.5), ((0.4, 0.4, 0.2), 0.5, 0.7)])
+    sumo_json(tmp_path, "benign__sumo-puck__vs1.0.json", [((0.2, 0.6, 0.2), 0.9, 2.0), ((0.4, 0.4, 0.2), 0.7, 3.0)])
+    sumo_json(tmp_path, "two_timescale_eps0.3__sumo-puck__vs0.3.json", [((0.5, 0.5, 0.0), 0.1, 0.2)])
+    sumo_json(tmp_path, "fictitious_play__sumo-puck__vs1.0.json", [((0.5, 0.5, 0.0), 0.6, 1.0)])
+    sumo_json(tmp_path, "not_a_grid_file.json", [((1, 0, 0), 0, 0)])
+    data = report.load_sumo(str(tmp_path))
+    assert set(data) == {"sumo-puck"} and len(data["sumo-puck"]) == 3
+    rows = [line for line in report.sumo_section(data).splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| self-play (phase 1)", "| fictitious_play", "| two_timescale"]  # group order
+    assert rows[0] == "| self-play (phase 1) |  | 2 | 0.30 / 0.50 / 0.20 | 0.40 +- 0.10 | 0.6 [0.01] | 0.80 +- 0.10 | 2.5 [0.01] |"
+    assert rows[1].endswith("| 1 | 0.50 / 0.50 / 0.00 |  |  | 0.60 | 1 [0.01] |")  # not attacked at 0.3 yet; one seed: no s.e.
+    assert rows[2].startswith("| two_timescale | 0.3 | 1 |") and "| 0.10 * |" in rows[2]  # * = the training budget
+    assert report.sumo_section({}) == "No sumo results yet."
+
+
 def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
     """A cell's reference columns come from a JSON of several agents (one `--attacks ref` call), matched by file name."""
     import json

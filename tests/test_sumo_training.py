@@ -223,6 +223,30 @@ def test_the_benign_policy_stays_frozen_in_phase_2(trained):
         assert all(torch.equal(final["benign/" + k.replace("/", ".", 1)], v) for k, v in phase1.items())
 
 
+@pytest.mark.slow
+def test_benign_must_be_a_finished_phase_1_policy(trained, tmp_path, capsys):
+    """--benign takes a run's benign.safetensors once phase 1 finished: a phase-2 victim (it holds benign/) and a save
+    made before the end of phase 1 (metadata complete: false, as an interrupt or --save-every leaves) are refused."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, runs = trained
+    folder, victim = runs["two_timescale"]
+    with safe_open(str(folder / "benign.safetensors"), "pt") as f:
+        meta, state = json.loads(f.metadata()["robust_rl"]), {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["complete"] is True
+    partial = tmp_path / "partial.safetensors"
+    save_file(state, str(partial), metadata={"robust_rl": json.dumps(dict(meta, complete=False))})
+    for path, message in [(victim, "a phase-2 victim"), (partial, "did not finish")]:
+        with pytest.raises(SystemExit) as e:
+            T.resolve_args(T.Args(env_id="sumo-puck", benign=(str(path),)))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+    T.resolve_args(T.Args(env_id="sumo-puck", benign=(str(folder / "benign.safetensors"),)))  # the finished one is taken
+
+
 def test_bad_sumo_flags_one_line_exit_2(tmp_path):
     assert "unknown sumo arena 'sumo-frog'" in one_line_error(run("two_timescale_adv.py", "--env-id", "sumo-frog", cwd=tmp_path, timeout=60))
     assert not os.path.exists(tmp_path / "runs")
@@ -234,6 +258,7 @@ def test_bad_sumo_flags_one_line_exit_2(tmp_path):
     (dict(benign=("nowhere.safetensors",)), "no such file"),
     (dict(benign=("a", "b", "c"), num_seeds=2), "one per seed"),
     (dict(resume="x.safetensors"), "cannot be resumed"),
+    (dict(exp_name="benign"), "--exp-name benign"),
     (dict(epsilon=0.1), "--eps-pi"),
     (dict(env_id="Hopper-v4", defense="self_play"), "sumo arena"),
     (dict(env_id="kuhn", defense="fictitious_play"), "sumo arena"),

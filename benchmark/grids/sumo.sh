@@ -15,6 +15,7 @@
 # (`--defense none` and one phase-2 iteration), so that every defense starts from the same finished benign policies.
 # Then: python benchmark/report.py (the table from benchmark/results/sumo/).
 set -euo pipefail
+[ $# -eq 0 ] || { echo "error: sumo.sh takes no arguments (PY, EXTRA_TRAIN, EXTRA_EVAL come from the environment)" >&2; exit 2; }
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # e.g. a smoke run in a scratch clone: "--benign-timesteps 4096 --total-timesteps 4096 --num-steps 256"
