@@ -25,7 +25,7 @@ for eps in $BUDGETS; do
     tag="__${defense}__eps_pi$eps"
     $PY benchmark/launch.py --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --jobs 1 --extra="$extra" --tag "$tag"
     $PY benchmark/launch.py --collect --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --tag "$tag"
-    $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps$eps__* --tags charts/episodic_return adversary/victim_grad_norm \
+    $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps${eps}__* --tags charts/episodic_return adversary/victim_grad_norm \
       --out benchmark/results/curves/two_timescale_adv__${defense}__eps_pi${eps}__$ENV.json
   done
 done
