@@ -16,8 +16,9 @@ over the first 75% of the iterations (App. F.3: 732 of 976); kappa per env from 
 Reproduce the headline number (Table 2, HalfCheetah eps 0.15: natural 4837, worst-case attack 3181; median of 17 seeds):
     python barppo.py --env-id HalfCheetah-v4 --kappa 0.3
     python eval_attacks.py --model runs/HalfCheetah-v4__barppo__1__*/barppo.safetensors
-Measured here (benchmark/RESULTS.md, 2M steps, median of 3 seeds): kappa 0.3 gives 5606 natural / -378 worst (PA-AD),
-not the paper's row; --kappa 1.0 gives 3997 / 3276, the paper's kappa-1.0 row (Table 8: 3843 / 3436).
+Measured here (benchmark/RESULTS.md; 2M steps, 5 seeds, the agent the paper's selection keeps): kappa 0.3 gives 5194
+natural / 534 worst (PA-AD; 2066 under the published PA-AD protocol), not the paper's row; --kappa 1.0 gives 4817 / 2234
+(PA-AD; 3305 under the published protocol; Table 8, kappa 1.0: 3843 / 3436).
 Ctrl-C or SIGTERM saves the run and prints how to continue it exactly (docs/training.md):
     python barppo.py --resume runs/HalfCheetah-v4__barppo__1__*/barppo.safetensors
 Many seeds in one process, each the same experiment as its single-seed run (docs/training.md):
