@@ -533,16 +533,20 @@ PRMDP_NAME = re.compile(r"^(none|single|two_timescale|min_oracle)(?:__eps_pi([0-
 DEFENSE_ORDER = ("none", "single", "two_timescale", "min_oracle")
 
 
-def load_prmdp(folder=None):
-    """{env: {(defense, train eps_pi or None): {attack eps_pi: eval doc}}} from the PR-MDP JSONs."""
-    folder = folder or os.path.join(RESULTS, "prmdp")
+def load_attacked_victims(folder, name):
+    """{env: {(victim group, train eps_pi or None): {attack eps_pi: eval doc}}} from the JSONs in `folder` whose names
+    `name` matches with the groups (victim group, train eps_pi, env, attack eps_pi): the PR-MDP and the sumo grids."""
     out = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        m = PRMDP_NAME.match(os.path.basename(path))
+        m = name.match(os.path.basename(path))
         if m:
             victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
             out.setdefault(m.group(3), {}).setdefault(victim, {})[float(m.group(4))] = json.load(open(path))
     return out
+
+
+def load_prmdp(folder=None):
+    return load_attacked_victims(folder or os.path.join(RESULTS, "prmdp"), PRMDP_NAME)
 
 
 def seeds_cell(values):
@@ -587,15 +591,7 @@ SUMO_LABEL = {"benign": "self-play (phase 1)", "self_play": "self_play", "fictit
 
 
 def load_sumo(folder=None):
-    """{env: {(victim group, train eps_pi or None): {attack eps_pi: eval doc}}} from the sumo JSONs."""
-    folder = folder or os.path.join(RESULTS, "sumo")
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        m = SUMO_NAME.match(os.path.basename(path))
-        if m:
-            victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
-            out.setdefault(m.group(3), {}).setdefault(victim, {})[float(m.group(4))] = json.load(open(path))
-    return out
+    return load_attacked_victims(folder or os.path.join(RESULTS, "sumo"), SUMO_NAME)
 
 
 def rate_cell(values):
