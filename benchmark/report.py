@@ -549,10 +549,10 @@ def load_prmdp(folder=None):
     return load_attacked_victims(folder or os.path.join(RESULTS, "prmdp"), PRMDP_NAME)
 
 
-def seeds_cell(values):
-    """mean +- s.e. over seeds; one seed: its return alone."""
-    m, s = mean_se(np.array(values))
-    return f"{m:.0f}" if len(values) == 1 else f"{m:.0f} +- {s:.0f}"
+def seeds_cell(values, digits=0):
+    """mean +- s.e. over seeds; one seed: its value alone."""
+    m, s = mean_se(np.array(values, dtype=float))
+    return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} +- {s:.{digits}f}"
 
 
 def prmdp_section(data):
@@ -594,12 +594,6 @@ def load_sumo(folder=None):
     return load_attacked_victims(folder or os.path.join(RESULTS, "sumo"), SUMO_NAME)
 
 
-def rate_cell(values):
-    """a rate's mean +- s.e. over seeds (two decimals); one seed: its rate alone."""
-    m, s = mean_se(np.array(values, dtype=float))
-    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} +- {s:.2f}"
-
-
 def sumo_section(data):
     if not data:
         return "No sumo results yet."
@@ -628,7 +622,7 @@ def sumo_section(data):
                 sources.add(provenance(doc))
                 rs = doc["results"]
                 w2, floor = np.mean([r["stealth"]["w2_squared"] for r in rs]), np.mean([r["stealth"].get("floor", np.nan) for r in rs])
-                cells += [rate_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs]) + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
+                cells += [seeds_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs], digits=2) + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
             lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first)} | {nat} | " + " | ".join(cells) + " |")
         lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
     return "\n".join(lines).rstrip()
