@@ -137,7 +137,7 @@ def test_collect_copies_every_finished_seed_and_names_the_missing(tmp_path, monk
     ("trainers.sh", ["Hopper-v4", "2", "sappo-nog"], "error: unknown configuration 'sappo-nog'"),
     ("pruning.sh", ["sweep", "Hopper-v4", "2"], "error: unknown part 'sweep'"),
     ("prmdp.sh", [], "usage: prmdp.sh ENV_ID"),
-    ("sumo.sh", ["sumo-ant"], "error: sumo.sh takes no arguments"),
+    ("sumo.sh", ["frog"], "usage: sumo.sh [puck|ant]"),
 ])
 def test_grid_scripts_parse_and_refuse_bad_input(script, argv, message):
     import subprocess

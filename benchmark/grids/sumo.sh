@@ -4,9 +4,12 @@
 # timescales at each attack budget, self-play, fictitious play), then every victim group attacked by a fresh 1M-step
 # action_mix attacker: the self-play victims and the self-play / fictitious-play baselines at every budget, the
 # adversarially trained victims at their own. Win / loss / draw rates over 200 games and the W2 stealth measure per
-# seed go to benchmark/results/sumo/{victim}__sumo-puck__vs{eps_pi}.json.
+# seed go to benchmark/results/sumo/{victim}__sumo-puck__vs{eps_pi}.json. `ant`: ant-sumo at the budget that fits here,
+# the self-play benign policies of seeds 1-3 after ANT_BENIGN_STEPS (default 2M of the script's 10M) env steps each,
+# attacked at eps_pi 1.0 and 0.3 (about 3 core-hours).
 #
-#     bash benchmark/grids/sumo.sh                      # about 11 core-hours (docs/sumo.md); one process at a time
+#     bash benchmark/grids/sumo.sh                      # puck: about 11 core-hours (docs/sumo.md); one process at a time
+#     bash benchmark/grids/sumo.sh ant
 #     PY=.venv/bin/python bash benchmark/grids/sumo.sh
 #
 # Re-running continues where it stopped: a finished training (its checkpoints copied to benchmark/checkpoints/) or an
@@ -15,12 +18,13 @@
 # (`--defense none` and one phase-2 iteration), so that every defense starts from the same finished benign policies.
 # Then: python benchmark/report.py (the table from benchmark/results/sumo/).
 set -euo pipefail
-[ $# -eq 0 ] || { echo "error: sumo.sh takes no arguments (PY, EXTRA_TRAIN, EXTRA_EVAL come from the environment)" >&2; exit 2; }
+BODY=${1:-puck}
+[ $# -le 1 ] && { [ "$BODY" = puck ] || [ "$BODY" = ant ]; } || { echo "usage: sumo.sh [puck|ant] (PY, EXTRA_TRAIN, EXTRA_EVAL, ANT_BENIGN_STEPS come from the environment)" >&2; exit 2; }
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # e.g. a smoke run in a scratch clone: "--benign-timesteps 4096 --total-timesteps 4096 --num-steps 256"
 EXTRA_EVAL=${EXTRA_EVAL:-}    # and "--action-mix-steps 4096 --episodes 20"
-ENV=sumo-puck
+ENV=sumo-$BODY
 BUDGETS="0.3 0.7 1.0"
 CK=benchmark/checkpoints
 mkdir -p "$CK" benchmark/results/sumo benchmark/logs
@@ -43,9 +47,14 @@ train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's c
 attack() {  # victim group, eps_pi: its 3 seeds against a fresh attacker
   local out=benchmark/results/sumo/$1__${ENV}__vs$2.json
   [ -f "$out" ] || $PY eval_attacks.py --model "$CK"/two_timescale_adv__$1__${ENV}__{1,2,3}.safetensors --attacks action_mix --eps-pi "$2" \
-    $EXTRA_EVAL --json "$out" > "benchmark/logs/sumo__$1__vs$2.log" 2>&1
+    $EXTRA_EVAL --json "$out" > "benchmark/logs/${ENV}__$1__vs$2.log" 2>&1
 }
 
+if [ "$BODY" = ant ]; then  # the self-play victims and the attack on them; the defenses would cost about 15x the puck's
+  train benign "--defense none --total-timesteps 2048 --benign-timesteps ${ANT_BENIGN_STEPS:-2000000}"
+  for eps in 1.0 0.3; do attack benign "$eps"; done
+  exit 0
+fi
 # the benign policies (the self-play victims) first, and the attack on them: the paper's Fig. 3 and 6 / Table 4 shape
 train benign "--defense none --total-timesteps 2048"
 for eps in $BUDGETS; do attack benign "$eps"; done
