@@ -32,8 +32,9 @@ Setting (--env-id):
            both PPO (this file is ppo_continuous.py plus the attacker); the attacker's policy loss counts only the
            steps it acted, the victim's only the steps it acted, both critics all steps; the attacker is paid minus
            the victim's (scaled) reward; each normalizes its advantages over the steps it acted. Checkpoint: the
-           victim under actor/, critic/, obs_norm/ (any tool reads it), the attacker under adversary/. --oracle-iters K: K attacker iterations per victim iteration, the extra
-           ones on rollouts where the victim is frozen (min_oracle: K of them, then the victim learns alone).
+           victim under actor/, critic/, obs_norm/ (any tool reads it), the attacker under adversary/. --oracle-iters
+           K: K attacker iterations per victim iteration, the extra ones on rollouts where the victim is frozen
+           (min_oracle: K of them, then the victim learns alone).
     sumo-puck, sumo-ant  the two-agent arena of envs/sumo.py (the paper's Robosumo, Sec. 7, App. E). Phase 1 trains
            the benign policy by self-play (one PPO policy plays both agents and learns from both; written to
            benign.safetensors). Phase 2: the victim (agent 0) starts from it and trains against agent 1 =
