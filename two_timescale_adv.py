@@ -44,8 +44,8 @@ Setting (--env-id):
            reward; the benign policy stays frozen. The dense shaping falls from 1 to 0 over the first
            --shaping-anneal of each phase. Checkpoint: the victim under actor/, critic/, obs_norm/, the benign policy
            under benign/, the attacker under adversary/; eval_attacks.py --attacks action_mix reads it (win / loss /
-           draw rates, W2 stealthiness). Interrupts save atomically, but a sumo run cannot be resumed (--benign
-           skips a finished phase 1).
+           draw rates, W2 stealthiness). Interrupts save atomically; --resume continues either phase bit for bit
+           (phase 1 from benign.safetensors, phase 2 from the victim's checkpoint).
 
 Reproduce Fig. 2 (gap vs iteration, min_oracle / two_timescale 10 and 100 / single, eps_pi 0.5 and 1.0, 5 seeds):
     python benchmark/kuhn_fig2.py
@@ -305,8 +305,6 @@ def resolve_sumo_args(args):
     """The sumo arena's flags: per-body defaults, then the MuJoCo path's checks, then its own; every problem one line."""
     if args.env_id not in SUMO_ENV_IDS:
         fail(f"unknown sumo arena {args.env_id!r} (choose from {', '.join(SUMO_ENV_IDS)})")
-    if args.resume:
-        fail("--resume: a sumo run cannot be resumed (interrupts save its checkpoints); start again, with --benign RUN/benign.safetensors to skip phase 1")
     lr_given, value_lr_given = args.learning_rate is not None, args.value_learning_rate is not None
     for k, v in SUMO_DEFAULTS[args.env_id.split("-", 1)[1]].items():
         if getattr(args, k) is None:
@@ -782,8 +780,6 @@ def read_resume(path):
         fail(f"--resume {path}: not a readable robust-rl checkpoint ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
     if meta.get("script") != os.path.basename(__file__):
         fail(f"--resume {path}: written by {meta.get('script')}; resume it with that script")
-    if str(meta.get("env_id")).startswith("sumo"):
-        fail(f"--resume {path}: a sumo run cannot be resumed; start again, with --benign RUN/benign.safetensors to skip phase 1")
     if state is None:
         fail(f"--resume {path}: holds no training state (a copied or pre-resume checkpoint, e.g. from zoo/); start a new run instead")
     return meta, state, tensors, weights
@@ -798,9 +794,9 @@ def load_resume(cli):
     seeds = []
     for path in paths:
         m, s, tensors, weights = read_resume(path)
-        if s["iteration"] != state["iteration"] or m["args"]["num_seeds"] != len(paths):
+        if (s["iteration"], s.get("phase")) != (state["iteration"], state.get("phase")) or m["args"]["num_seeds"] != len(paths):
             fail(f"--resume {cli.resume}: {path} is at another iteration or from another run")
-        seeds.append(dict(path=path, meta=s, tensors=tensors, weights=weights, args=m["args"]))
+        seeds.append(dict(path=path, meta=s, tensors=tensors, weights=weights, args=s.get("args", m["args"])))  # sumo: the run's own
     names = {f.name for f in dataclasses.fields(Args)} - {"resume", "batch_size", "minibatch_size", "num_iterations"}
     stored = {k: tuple(v) if isinstance(v, list) else v for k, v in seeds[0]["args"].items() if k in names}
     default = Args()
@@ -1040,11 +1036,83 @@ def snapshot_action(snapshot, raw_obs, noise):
 OUTCOME_SCORE = {"win": 1, "draw": 0, "loss": -1}  # the victim's (agent 0's) result of a game
 
 
-def train_sumo(args):
+def sumo_training_state(n, loop, optimizer, generator, rng, envs, group, run_args):
+    """What --resume needs for seed n of a sumo run beyond its weights and normalizer: the phase and its next iteration,
+    Adam's state, the RNG streams, the arenas mid-game (envs/sumo.py's get_resume_state), the reward filter, the episode
+    counters, the last 100 outcomes and, in fictitious play, the pool and each game's drawn opponent (snapshots stored
+    once: pool/{j}/...) and the run's own flags (a benign.safetensors records defense self_play: what the file is).
+    Returns (tensors, a JSON-able dict), as training_state()."""
+    opt = optimizer.state_dict()
+    tensors = {f"adam/{i}/{k}": v if k == "step" else v[n] for i, state in opt["state"].items() for k, v in state.items()}
+    tensors.update(torch_rng=generator.get_state(), next_obs=torch.from_numpy(loop["next_obs_raw"][n].copy()),
+                   ret_acc=torch.from_numpy(loop["ret_acc"][n].copy()), ep_return=torch.from_numpy(loop["ep_return"][n].copy()),
+                   ep_length=torch.from_numpy(loop["ep_length"][n].copy()),
+                   ret_stats=torch.tensor([loop["ret_mean"][n], loop["ret_var"][n], loop["ret_count"][n]], dtype=torch.float64))
+    env_meta = []
+    for i, env in enumerate(envs):
+        physics, state = env.get_resume_state()
+        tensors[f"env/{i}/physics"] = torch.from_numpy(physics)
+        env_meta.append(state)
+    pool = None
+    if loop["pools"] is not None:
+        snapshots = {}  # id -> index: an opponent drawn before the reservoir replaced it still plays its game
+        for snapshot in loop["pools"][n].members + loop["opponents"][n]:
+            if id(snapshot) not in snapshots:
+                j = snapshots[id(snapshot)] = len(snapshots)
+                tensors.update({f"pool/{j}/{k}": torch.from_numpy(snapshot[k]) for k in ("std", "mean", "scale")})
+                for layer, (w, b) in enumerate(snapshot["weights"]):
+                    tensors[f"pool/{j}/w{layer}"], tensors[f"pool/{j}/b{layer}"] = torch.from_numpy(w), torch.from_numpy(b)
+        pool = dict(seen=loop["pools"][n].seen, members=[snapshots[id(s)] for s in loop["pools"][n].members],
+                    opponents=[snapshots[id(s)] for s in loop["opponents"][n]], layers=len(loop["opponents"][n][0]["weights"]))
+    meta = dict(phase=loop["phase"], iteration=loop["iteration"], global_step=int(loop["global_step"]), np_rng=rng.bit_generator.state,
+                envs=env_meta, adam_groups=opt["param_groups"], outcomes=loop["outcomes"][n][-100:], pool=pool, wandb_id=loop["wandb_ids"][n], group=group,
+                args={k: v for k, v in asdict(run_args).items() if k != "resume"})
+    return tensors, meta
+
+
+def restore_sumo_training_state(resume, optimizer, generators, rngs, envs, pool_size, clip, tanh):
+    """The inverse of sumo_training_state() for every seed of the run (the weights are loaded by the caller); returns the
+    loop's own variables."""
+    seeds = resume["seeds"]
+    if optimizer is not None:
+        adam = {}
+        for i in range(sum(len(group["params"]) for group in seeds[0]["meta"]["adam_groups"])):
+            if f"adam/{i}/step" in seeds[0]["tensors"]:
+                adam[i] = {"step": seeds[0]["tensors"][f"adam/{i}/step"]}
+                adam[i].update({k: torch.stack([s["tensors"][f"adam/{i}/{k}"] for s in seeds]) for k in ("exp_avg", "exp_avg_sq")})
+        optimizer.load_state_dict({"state": adam, "param_groups": seeds[0]["meta"]["adam_groups"]})
+    pools, opponents = [], []
+    for n, s in enumerate(seeds):
+        tensors, meta = s["tensors"], s["meta"]
+        generators[n].set_state(tensors["torch_rng"])
+        rngs[n].bit_generator.state = meta["np_rng"]
+        for i, (env, state) in enumerate(zip(envs[n], meta["envs"])):
+            env.set_resume_state(tensors[f"env/{i}/physics"].numpy(), state)
+        if meta["pool"] is not None:
+            p = meta["pool"]
+            snapshots = {}
+            for j in sorted(set(p["members"] + p["opponents"])):
+                snapshots[j] = dict(weights=[(tensors[f"pool/{j}/w{layer}"].numpy(), tensors[f"pool/{j}/b{layer}"].numpy()) for layer in range(p["layers"])],
+                                    **{k: tensors[f"pool/{j}/{k}"].numpy() for k in ("std", "mean", "scale")}, clip=clip, tanh=tanh)
+            pool = FictitiousPool(pool_size)
+            pools.append(pool)
+            opponents.append([snapshots[j] for j in p["opponents"]])
+            pool.members, pool.seen = [snapshots[j] for j in p["members"]], p["seen"]
+    stack = lambda key: np.stack([s["tensors"][key].numpy() for s in seeds])
+    ret_stats = stack("ret_stats")
+    return dict(phase=seeds[0]["meta"]["phase"], iteration=seeds[0]["meta"]["iteration"], global_step=seeds[0]["meta"]["global_step"],
+                next_obs_raw=stack("next_obs"), ret_acc=stack("ret_acc"), ret_mean=ret_stats[:, 0].copy(), ret_var=ret_stats[:, 1].copy(),
+                ret_count=ret_stats[:, 2].copy(), ep_return=stack("ep_return"), ep_length=stack("ep_length"),
+                outcomes=[list(s["meta"]["outcomes"]) for s in seeds], pools=pools or None, opponents=opponents or None,
+                wandb_ids=[s["meta"]["wandb_id"] for s in seeds])
+
+
+def train_sumo(args, resume=None):
     """The sumo arena (envs/sumo.py). Phase 1: the benign policy by self-play (one PPO agent plays both agents and
     learns from both; each seed's run folder gets benign.safetensors). Phase 2: the victim (agent 0) starts from the
     benign policy and plays agent 1 = the benign policy (none), alpha's per-step coin between the frozen benign policy
-    and the attacker (single, two_timescale), itself (self_play) or a past iterate of itself (fictitious_play)."""
+    and the attacker (single, two_timescale), itself (self_play) or a past iterate of itself (fictitious_play).
+    resume (load_resume's): continue from the phase and iteration a checkpoint of either phase saved."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -1055,13 +1123,33 @@ def train_sumo(args):
     seeds = [args.seed + n for n in range(args.num_seeds)]
     seed_args = [dataclasses.replace(args, seed=seed) for seed in seeds]  # what each seed's checkpoint and logs record
     N, E, T = args.num_seeds, args.num_envs, args.num_steps
-    # the folders are created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
-    os.makedirs("runs", exist_ok=True)
-    run_dirs = [tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{seed}__{int(time.time())}_", dir="runs") for seed in seeds]
-    for run_dir in run_dirs:
-        os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
+    if resume is None:
+        # the folders are created exclusively: two runs started in the same second must not share (and overwrite) a checkpoint
+        os.makedirs("runs", exist_ok=True)
+        run_dirs = [tempfile.mkdtemp(prefix=f"{args.env_id}__{args.exp_name}__{seed}__{int(time.time())}_", dir="runs") for seed in seeds]
+        for run_dir in run_dirs:
+            os.chmod(run_dir, 0o777 & ~UMASK)  # mkdtemp makes it private; a run folder is as readable as any output
+    else:  # a resumed run continues in its folders (from benign.safetensors in phase 1, from the victim's in phase 2)
+        run_dirs = [os.path.dirname(path) or "." for path in resume["paths"]]
     ckpt_paths = [f"{run_dir}/{args.exp_name}.safetensors" for run_dir in run_dirs]
     benign_paths = [f"{run_dir}/benign.safetensors" for run_dir in run_dirs]
+
+    def report_saved():
+        """One line per seed naming its benign policy and its victim (benchmark/grids/sumo.sh reads them)."""
+        for n, seed in enumerate(seeds):
+            print(f"{f'seed {seed}: ' if N > 1 else ''}benign policy {'from ' + args.benign[n if len(args.benign) > 1 else 0] if args.benign else 'saved to ' + benign_paths[n]}; "
+                  f"model saved to {ckpt_paths[n]}")
+
+    num_iterations = {1: max(1, args.benign_timesteps // (E * T)), 2: args.num_iterations}
+    if resume is not None:
+        resume_meta = resume["seeds"][0]["meta"]
+        resume_phase, mid_phase = resume_meta["phase"], resume_meta["iteration"] <= num_iterations[resume_meta["phase"]]
+        if resume_phase == 2 and not mid_phase:
+            print(f"{args.resume}: the run already finished at step {resume_meta['global_step']}; nothing to resume")
+            report_saved()
+            sys.exit(0)
+        if resume_phase == 1 and os.path.exists(ckpt_paths[0]):
+            fail(f"--resume {args.resume}: the run is in phase 2; resume it with --resume {ckpt_paths[0]}")
     git_commit()  # record the code the run starts from, not the one at save time
     wandb_runs = [None] * N
     if args.track:
@@ -1070,9 +1158,11 @@ def train_sumo(args):
         group, tags = wandb_labels(args)
         for n in range(N):  # one W&B run per seed, as from single-seed runs
             wandb_runs[n] = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=group, tags=tags, config=vars(seed_args[n]),
-                                       name=os.path.basename(os.path.abspath(run_dirs[n])), monitor_gym=False, save_code=True, reinit="create_new")
+                                       name=os.path.basename(os.path.abspath(run_dirs[n])), monitor_gym=False, save_code=True,
+                                       id=resume["seeds"][n]["meta"]["wandb_id"] if resume else None, resume="allow", reinit="create_new")
             wandb_runs[n].define_metric("*", step_metric="global_step")
-    writers = [SummaryWriter(run_dir) for run_dir in run_dirs]
+    # resuming drops what the run logged after its checkpoint (those iterations run again)
+    writers = [SummaryWriter(run_dir, purge_step=resume_meta["global_step"] if resume else None) for run_dir in run_dirs]
     for writer, a in zip(writers, seed_args):
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(a).items()])))
 
@@ -1104,12 +1194,22 @@ def train_sumo(args):
         for n in range(N):
             tensors, _ = read_checkpoint(args.benign[n if len(args.benign) > 1 else 0])
             benign.load_seed_state_dict(n, {k.replace("/", ".", 1): v for k, v in tensors.items() if k.split("/")[0] in ("actor", "critic", "obs_norm")})
-    num_iterations = {1: max(1, args.benign_timesteps // (E * T)), 2: args.num_iterations}
-    prefix = [f"seed {seed}: " if N > 1 else "" for seed in seeds]
-    show_bar = sys.stderr.isatty() if args.progress is None else args.progress
-    pbar = tqdm(total=sum(num_iterations[p] for p in phases) * E * T, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
+    first_phase = phases[0]  # the run's first phase seeds the games
     global_step = 0
     next_obs_raw = np.zeros((N, E, 2, obs_dim))  # [seed, env, agent]: agent 0's and agent 1's raw observations
+    if resume is not None:
+        # the benign policy as saved (phase 1: the checkpoint is the learner; phase 2: the victim's holds it under benign/)
+        for n, s in enumerate(resume["seeds"]):
+            weights = s["weights"] if resume_phase == 1 else {k[len("benign."):]: v for k, v in s["weights"].items() if k.startswith("benign.")}
+            benign.load_seed_state_dict(n, weights)
+        phases = (resume_phase, 2) if resume_phase == 1 and mid_phase else (2,)
+        if not mid_phase:  # phase 1 had finished: phase 2 starts as it would have, from the streams phase 1 left
+            global_step = restore_sumo_training_state(resume, None, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")["global_step"]
+    prefix = [f"seed {seed}: " if N > 1 else "" for seed in seeds]
+    show_bar = sys.stderr.isatty() if args.progress is None else args.progress
+    done_before = (resume_meta["iteration"] - 1) * E * T if resume is not None and mid_phase else 0
+    pbar = tqdm(total=sum(num_iterations[p] for p in phases) * E * T, initial=done_before, unit="step", unit_scale=True, disable=not show_bar, dynamic_ncols=True)
+    wandb_ids = [s["meta"]["wandb_id"] for s in resume["seeds"]] if resume is not None else [run.id if run is not None else None for run in wandb_runs]
     interrupt.in_loop = True
 
     for phase in phases:
@@ -1123,6 +1223,9 @@ def train_sumo(args):
             for n in range(N):  # the victim starts from the benign policy: actor, critic and normalizer
                 agent.load_seed_state_dict(n, benign.seed_state_dict(n))
             agent.benign = benign  # a submodule: saved under benign/, never in the optimizer
+            if resume is not None and resume_phase == 2:
+                for n, s in enumerate(resume["seeds"]):
+                    agent.load_seed_state_dict(n, s["weights"])
             learner, adversary, S = agent, agent.adversary, E
             opponent = {"none": "benign", "single": "mix", "two_timescale": "mix", "self_play": "self", "fictitious_play": "pool"}[args.defense]
         batch_size = T * S
@@ -1145,22 +1248,33 @@ def train_sumo(args):
         adv_obs = np.zeros((T, N, E, obs_dim), dtype=np.float32)  # agent 1's observation through the benign normalizer
         adv_actions = np.zeros((T, N, E, act_dim), dtype=np.float32)
 
-        # TRY NOT TO MODIFY: start the games (a new phase starts new games; the first reset is seeded)
-        for n, (seed, envs_n) in enumerate(zip(seeds, envs)):
-            for i, env in enumerate(envs_n):
-                next_obs_raw[n, i] = env.reset_array(seed + i if phase == phases[0] else None)
-        ret_acc = np.zeros((N, S))  # discounted return per stream, for reward scaling
-        ret_mean, ret_var, ret_count = np.zeros(N), np.ones(N), np.full(N, 1e-4)
-        ep_return, ep_length = np.zeros((N, E)), np.zeros((N, E), dtype=np.int64)
-        outcomes = [[] for _ in seeds]  # agent 0's results (+1 win, 0 draw, -1 loss), for the score curve (Fig. 4a)
-        if opponent == "pool":  # fictitious play: the pool starts with the initial victim; each game draws its opponent
-            pools = [FictitiousPool(args.pool_size) for _ in seeds]
-            for n in range(N):
-                pools[n].add(actor_snapshot(learner, n), rngs[n])
-            opponents = [[pools[n].sample(rngs[n]) for _ in range(E)] for n in range(N)]
+        pools = opponents = None
+        if resume is not None and phase == resume_phase and mid_phase:
+            # exactly where the saved run stopped: Adam, RNG streams, games mid-play, filters, the fictitious pool
+            state = restore_sumo_training_state(resume, optimizer, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")
+            start_iteration, global_step, next_obs_raw, ret_acc, ret_mean, ret_var, ret_count, ep_return, ep_length, outcomes, pools, opponents = (
+                state[k] for k in ("iteration", "global_step", "next_obs_raw", "ret_acc", "ret_mean", "ret_var", "ret_count", "ep_return", "ep_length",
+                                   "outcomes", "pools", "opponents")
+            )
+            print(f"resumed {args.resume} at step {global_step} (phase {phase})" + (f" ({N} seeds)" if N > 1 else ""), flush=True)
+        else:
+            # TRY NOT TO MODIFY: start the games (a new phase starts new games; the run's first reset is seeded)
+            start_iteration = 1
+            for n, (seed, envs_n) in enumerate(zip(seeds, envs)):
+                for i, env in enumerate(envs_n):
+                    next_obs_raw[n, i] = env.reset_array(seed + i if phase == first_phase else None)
+            ret_acc = np.zeros((N, S))  # discounted return per stream, for reward scaling
+            ret_mean, ret_var, ret_count = np.zeros(N), np.ones(N), np.full(N, 1e-4)
+            ep_return, ep_length = np.zeros((N, E)), np.zeros((N, E), dtype=np.int64)
+            outcomes = [[] for _ in seeds]  # agent 0's results (+1 win, 0 draw, -1 loss), for the score curve (Fig. 4a)
+            if opponent == "pool":  # fictitious play: the pool starts with the initial victim; each game draws its opponent
+                pools = [FictitiousPool(args.pool_size) for _ in seeds]
+                for n in range(N):
+                    pools[n].add(actor_snapshot(learner, n), rngs[n])
+                opponents = [[pools[n].sample(rngs[n]) for _ in range(E)] for n in range(N)]
         start_step, start_time = global_step, time.time()  # each phase's SPS counts its own steps
 
-        for iteration in range(1, num_iterations[phase] + 1):
+        for iteration in range(start_iteration, num_iterations[phase] + 1):
             # Annealing the rate if instructed to do so.
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / num_iterations[phase]
@@ -1392,25 +1506,27 @@ def train_sumo(args):
             if args.save_model and ((args.save_every and iteration % args.save_every == 0) or interrupt.signum or iteration == num_iterations[phase]):
                 # phase 1 writes the benign policy in the common format; phase 2 the victim, with benign/ (and adversary/)
                 paths = benign_paths if phase == 1 else ckpt_paths
+                loop = dict(phase=phase, iteration=iteration + 1, global_step=global_step, next_obs_raw=next_obs_raw, ret_acc=ret_acc, ret_mean=ret_mean,
+                            ret_var=ret_var, ret_count=ret_count, ep_return=ep_return, ep_length=ep_length, outcomes=outcomes, pools=pools,
+                            opponents=opponents, wandb_ids=wandb_ids)
                 for n in range(N):
+                    group = [os.path.relpath(path, os.path.dirname(paths[n])) for path in paths]
+                    state = sumo_training_state(n, loop, optimizer, generators[n], rngs[n], envs[n], group, seed_args[n])
                     save_checkpoint(paths[n], learner, n, dataclasses.replace(seed_args[n], defense="self_play") if phase == 1 else seed_args[n], global_step,
-                                    complete=iteration == num_iterations[phase])
+                                    resume_state=state, complete=iteration == num_iterations[phase])
                 interrupt.saved = paths[0] if N == 1 else f"{paths[0]} and the other {N - 1} seeds'"
             if interrupt.signum:
                 pbar.close()
                 for writer in writers:
                     writer.close()
-                saved = f"saved {interrupt.saved}" if args.save_model else "nothing saved (--no-save-model)"
-                how = f"--benign {' '.join(args.benign or benign_paths)} skips phase 1" if phase == 2 or iteration == num_iterations[phase] else "phase 1 had not finished"
-                print(f"interrupted at step {global_step} (phase {phase}); {saved}; a sumo run cannot be resumed: start again ({how})", file=sys.stderr, flush=True)
+                saved = f"saved {interrupt.saved}; resume with --resume {(benign_paths if phase == 1 else ckpt_paths)[0]}" if args.save_model else "nothing saved (--no-save-model)"
+                print(f"interrupted at step {global_step} (phase {phase}); {saved}", file=sys.stderr, flush=True)
                 sys.exit(128 + interrupt.signum)
     interrupt.in_loop = False
     pbar.close()
 
     if args.save_model:
-        for n in range(N):
-            print(f"{prefix[n]}benign policy {'from ' + args.benign[n if len(args.benign) > 1 else 0] if args.benign else 'saved to ' + benign_paths[n]}; "
-                  f"model saved to {ckpt_paths[n]}")
+        report_saved()
     if args.eval_episodes > 0:
         from eval_attacks import evaluate_arena
 
@@ -1436,12 +1552,12 @@ if __name__ == "__main__":
     if args.env_id == "kuhn" and not args.resume:  # the tabular setting: its own loop (below), no env, no checkpoint
         train_kuhn(resolve_args(args))
         sys.exit(0)
-    if args.env_id.startswith("sumo"):  # the two-agent arena: its own loop (above), two phases
-        train_sumo(resolve_args(args))
-        sys.exit(0)
     resume = None
     if args.resume:
         args, resume = load_resume(args)
+    if args.env_id.startswith("sumo"):  # the two-agent arena: its own loop (above), two phases
+        train_sumo(resolve_args(args), resume)
+        sys.exit(0)
     args = resolve_args(args)
     seeds = [args.seed + n for n in range(args.num_seeds)]
     seed_args = [dataclasses.replace(args, seed=seed) for seed in seeds]  # what each seed's checkpoint and logs record

@@ -363,6 +363,26 @@ class SumoEnv(ParallelEnv):
         obs, self._torso = self._observe()
         return obs
 
+    def get_resume_state(self):
+        """(array, dict) that set_resume_state() continues this game from, step for step: MuJoCo's integration state
+        (positions, velocities, controls, the solver's warm start, time), the step count and the start-noise RNG. Every
+        derived quantity the next step reads is recomputed from these (mj_step runs the forward pass first)."""
+        physics = np.empty(mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(self.model, self.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return physics, dict(t=self._t, done=self._done, rng=self._rng.bit_generator.state)
+
+    def set_resume_state(self, physics, state):
+        """The inverse of get_resume_state(); returns the observations [2, obs_dim]."""
+        self.reset_array()
+        mujoco.mj_setState(self.model, self.data, np.asarray(physics, dtype=np.float64), mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)
+        self._t, self._done = int(state["t"]), bool(state["done"])
+        self._rng.bit_generator.state = state["rng"]
+        if self._done:
+            self.agents = []
+        obs, self._torso = self._observe()
+        return obs
+
     def step_array(self, actions):
         """actions [2, n_actions] (row i: agent i; clipped to [-1, 1]) -> (observations [2, obs_dim], rewards (r0, r1),
         done). After done: self.winner (agent name or None) and self.outcomes (agent 0's, agent 1's)."""

@@ -5,13 +5,18 @@ policy loss counts only its own steps; fictitious play draws from its reservoir;
 identical samples and shift^2 for shifted Gaussians; bad flags end with one line and status 2."""
 import dataclasses
 import glob
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
-from conftest import one_line_error, run
+from conftest import one_line_error, run, script_env
 
 import eval_attacks
 import two_timescale_adv as T
@@ -214,6 +219,7 @@ def test_the_benign_policy_stays_frozen_in_phase_2(trained):
     _, runs = trained
     folder, path = runs["two_timescale"]
     phase1, final = tensors(folder / "benign.safetensors"), tensors(path)
+    phase1 = {k: v for k, v in phase1.items() if not k.startswith("resume/")}  # what --resume needs, beside the policy
     assert sorted(k for k in phase1 if k.startswith(("actor/", "critic/", "obs_norm/"))) == sorted(phase1)
     for k, v in phase1.items():
         assert torch.equal(final["benign/" + k.replace("/", ".", 1)], v), k
@@ -257,7 +263,6 @@ def test_bad_sumo_flags_one_line_exit_2(tmp_path):
     (dict(defense="min_oracle"), "best-response oracle"),
     (dict(benign=("nowhere.safetensors",)), "no such file"),
     (dict(benign=("a", "b", "c"), num_seeds=2), "one per seed"),
-    (dict(resume="x.safetensors"), "cannot be resumed"),
     (dict(exp_name="benign"), "--exp-name benign"),
     (dict(epsilon=0.1), "--eps-pi"),
     (dict(env_id="Hopper-v4", defense="self_play"), "sumo arena"),
@@ -281,3 +286,82 @@ def test_eval_attacks_refuses_observation_attacks_and_other_envs_on_arena_checkp
             eval_attacks.main(eval_attacks.Args(model=(path,), **{"attacks": ("action_mix",), **changes}))
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and err[-1].startswith("error: ") and message in err[-1], err
+
+
+# ---- interrupt and resume ----
+
+RESUME = ("--env-id", "sumo-puck", "--benign-timesteps", 768, "--total-timesteps", 768, "--num-steps", 128, "--num-minibatches", 4,
+          "--update-epochs", 2, "--eval-episodes", 0, "--progress", "False", "--save-every", 0, "--pool-size", 3)  # 6 iterations a phase
+
+
+def read_all(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+        state = json.loads(meta["resume"])
+        # the sibling seeds' folder names hold the start time
+        return {**meta, "resume": {k: v for k, v in state.items() if k != "group"}}, {k: f.get_tensor(k) for k in f.keys()}
+
+
+def assert_same_checkpoints(refs, paths):
+    assert len(refs) == len(paths) > 0
+    for ref, path in zip(refs, paths):
+        (meta_a, tensors_a), (meta_b, tensors_b) = read_all(ref), read_all(path)
+        assert meta_a == meta_b
+        assert tensors_a.keys() == tensors_b.keys() and any(k.startswith("resume/env/") for k in tensors_a)
+        for k in tensors_a:
+            assert torch.equal(tensors_a[k], tensors_b[k]), (path, k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("defense,seeds,phase,sig", [("fictitious_play", 2, 2, signal.SIGINT), ("two_timescale", 1, 1, signal.SIGTERM),
+                                                      ("two_timescale", 2, 2, signal.SIGTERM)])
+def test_sumo_interrupt_saves_and_resume_is_bit_identical(tmp_path, root, defense, seeds, phase, sig):
+    """Signal a sumo run after its second iteration of phase 1 or 2: it saves every seed (benign.safetensors in phase 1,
+    the victim in phase 2) and exits 128 + signum with one line naming the file to resume; --resume then ends with
+    checkpoints of both phases equal, tensor for tensor (weights, benign policy, attacker, Adam, RNGs, the arenas
+    mid-game, the fictitious pool of 3 that has replaced members and the opponents drawn from it) and in their metadata,
+    to an uninterrupted run's. A run whose phase 1 had finished resumes from benign.safetensors into a fresh phase 2."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    flags = (*RESUME, "--defense", defense, "--eps-pi", 0.5, "--num-seeds", seeds)
+    full = run("two_timescale_adv.py", *flags, cwd=tmp_path / "a", timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, os.path.join(root, "two_timescale_adv.py"), *map(str, flags)], cwd=tmp_path / "b",
+                            env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith(f"phase {phase} iter 2/6"):
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert "Traceback" not in err
+    name = "benign" if phase == 1 else "two_timescale_adv"
+    paths = sorted(glob.glob(str(tmp_path / "b" / "runs" / "*" / f"{name}.safetensors")))
+    assert len(paths) == seeds
+    rel = os.path.relpath(paths[0], tmp_path / "b")
+    saved = re.escape(rel) + (f" and the other {seeds - 1} seeds'" if seeds > 1 else "")
+    # the signal lands in iteration 3 at the latest; phase 2 counts on from phase 1's 768 steps
+    steps = "(256|384)" if phase == 1 else "(1024|1152)"
+    m = re.fullmatch(rf"interrupted at step {steps} \(phase {phase}\); saved {saved}; resume with --resume {re.escape(rel)}", err.strip().splitlines()[-1])
+    assert m, err[-2000:]
+    resumed = run("two_timescale_adv.py", "--resume", rel, "--eval-episodes", 0, "--progress", "False", "--save-every", 0, cwd=tmp_path / "b", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed {rel} at step {m.group(1)} (phase {phase})" in resumed.stdout
+    for name in ("benign", "two_timescale_adv"):  # the folders sort by seed
+        assert_same_checkpoints(sorted(glob.glob(str(tmp_path / "a" / "runs" / "*" / f"{name}.safetensors"))),
+                                sorted(glob.glob(str(tmp_path / "b" / "runs" / "*" / f"{name}.safetensors"))))
+    again = run("two_timescale_adv.py", "--resume", rel, cwd=tmp_path / "b", timeout=60)
+    if phase == 1:  # the run is in phase 2 now: the benign file is not where it continues
+        assert "resume it with --resume" in one_line_error(again)
+    else:
+        assert again.returncode == 0 and "the run already finished" in again.stdout
+    if phase == 1:  # phase 1 had finished and phase 2 left no checkpoint (killed): phase 2 starts as it did
+        victims = sorted(glob.glob(str(tmp_path / "b" / "runs" / "*" / "two_timescale_adv.safetensors")))
+        for path in victims:
+            os.remove(path)
+        benign = os.path.relpath(sorted(glob.glob(str(tmp_path / "b" / "runs" / "*" / "benign.safetensors")))[0], tmp_path / "b")
+        resumed = run("two_timescale_adv.py", "--resume", benign, "--eval-episodes", 0, "--progress", "False", "--save-every", 0, cwd=tmp_path / "b", timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_checkpoints(sorted(glob.glob(str(tmp_path / "a" / "runs" / "*" / "two_timescale_adv.safetensors"))), victims)

@@ -13,8 +13,8 @@
 #     PY=.venv/bin/python bash benchmark/grids/sumo.sh
 #
 # Re-running continues where it stopped: a finished training (its checkpoints copied to benchmark/checkpoints/) or an
-# evaluation whose JSON exists is skipped, and the learned attackers are cached next to the checkpoints. A sumo run
-# cannot be resumed, so an interrupted training starts again (from the saved benign policies). Phase 1 runs alone
+# evaluation whose JSON exists is skipped, an interrupted training resumes from its last checkpoint (SIGTERM or Ctrl-C
+# save one; --save-every 10 iterations otherwise), and the learned attackers are cached next to the checkpoints. Phase 1 runs alone
 # (`--defense none` and one phase-2 iteration), so that every defense starts from the same finished benign policies.
 # Then: python benchmark/report.py (the table from benchmark/results/sumo/).
 set -euo pipefail
@@ -33,7 +33,16 @@ train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's c
   local name=$1 flags=$2 log=benchmark/logs/two_timescale_adv__${ENV}__$1.log
   [ -f "$CK/two_timescale_adv__${name}__${ENV}__3.safetensors" ] && return 0
   # phase 1's run has its own name: a run named benign would write its victim over its benign.safetensors
-  $PY two_timescale_adv.py --env-id $ENV --seed 1 --num-seeds 3 --exp-name "${name/#benign/phase1}" $EXTRA_TRAIN $flags > "$log" 2>&1
+  local exp=${name/#benign/phase1} last ckpt=
+  # an interrupted run continues: seed 1's newest folder of this name, from the victim's checkpoint in phase 2, else benign
+  last=$(ls -dt runs/${ENV}__${exp}__1__* 2>/dev/null | head -1)
+  if [ -n "$last" ] && [ -f "$last/$exp.safetensors" ]; then ckpt=$last/$exp.safetensors
+  elif [ -n "$last" ] && [ -f "$last/benign.safetensors" ]; then ckpt=$last/benign.safetensors; fi
+  if [ -n "$ckpt" ]; then
+    $PY two_timescale_adv.py --resume "$ckpt" >> "$log" 2>&1
+  else
+    $PY two_timescale_adv.py --env-id $ENV --seed 1 --num-seeds 3 --exp-name "$exp" $EXTRA_TRAIN $flags > "$log" 2>&1
+  fi
   # the run ends with one "seed k: benign policy saved to B; model saved to M" line per seed ("... from B" with --benign)
   local seed=1
   while read -r benign model; do
