@@ -35,7 +35,7 @@ train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's c
   # phase 1's run has its own name: a run named benign would write its victim over its benign.safetensors
   local exp=${name/#benign/phase1} last ckpt=
   # an interrupted run continues: seed 1's newest folder of this name, from the victim's checkpoint in phase 2, else benign
-  last=$(ls -dt runs/${ENV}__${exp}__1__* 2>/dev/null | head -1)
+  last=$(ls -dt runs/${ENV}__${exp}__1__* 2>/dev/null | head -1 || true)
   if [ -n "$last" ] && [ -f "$last/$exp.safetensors" ]; then ckpt=$last/$exp.safetensors
   elif [ -n "$last" ] && [ -f "$last/benign.safetensors" ]; then ckpt=$last/benign.safetensors; fi
   if [ -n "$ckpt" ]; then
