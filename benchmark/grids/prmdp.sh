@@ -18,7 +18,7 @@ ORACLE_ITERS=3  # min_oracle: attacker-only PPO iterations per victim iteration 
                 # names do not carry it: to try another, change it here and move the earlier results away
 mkdir -p benchmark/results/prmdp benchmark/results/curves
 
-for eps in $BUDGETS; do
+for eps in $BUDGETS; do  # each budget's victims, then their attacks: a budget's rows are complete before the next trains
   for defense in two_timescale single min_oracle; do
     extra="--defense $defense --eps-pi $eps --exp-name tt-$defense-eps$eps"
     [ "$defense" = min_oracle ] && extra="$extra --oracle-iters $ORACLE_ITERS"
@@ -28,9 +28,6 @@ for eps in $BUDGETS; do
     $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps${eps}__* --tags charts/episodic_return adversary/victim_grad_norm \
       --out benchmark/results/curves/two_timescale_adv__${defense}__eps_pi${eps}__$ENV.json
   done
-done
-
-for eps in $BUDGETS; do
   for attack in $BUDGETS; do
     out=benchmark/results/prmdp/none__${ENV}__vs$attack.json
     [ -f "$out" ] || $PY eval_attacks.py --model zoo/ppo_continuous__$ENV.safetensors --attacks action_mix --eps-pi "$attack" --json "$out"
