@@ -1,5 +1,5 @@
 """pruned_ppo.py: the sparsity schedule, the pruning rules against references, pruned weights staying zero through
-training, the masks in the checkpoint, and the certificate of a pruned checkpoint."""
+training, saliency's score window, the masks in the checkpoint, and the certificate of a pruned checkpoint."""
 import glob
 import json
 import os
@@ -151,6 +151,35 @@ def test_training_keeps_pruned_weights_zero_and_saves_the_masks(tmp_path, method
             with safe_open(path, "pt") as f:
                 dense = f.get_tensor("resume/prune/dense/0")
             assert (dense[masks["actor.layers.0.weight"] == 0] != 0).any()
+
+
+@pytest.mark.slow
+def test_saliency_sums_the_scores_since_the_last_mask_update(tmp_path):
+    """Saliency's scores |w dL/dw| add up over the optimizer steps since the last mask update and restart from zero at
+    each: 64 steps (8 iterations x 2 epochs x 4 minibatches) at --prune-interval 2 end on an update (every score 0); at
+    --prune-interval 5 the last update is step 60 and steps 61-64 remain: positive on the kept weights, 0 on the pruned
+    ones (w = 0 there)."""
+    flags = list(SMALL)
+    del flags[flags.index("--prune-interval"):flags.index("--prune-interval") + 2]
+    for interval in (2, 5):
+        folder = tmp_path / str(interval)
+        folder.mkdir()
+        proc = run("pruned_ppo.py", *flags, "--prune-interval", interval, "--prune-method", "saliency", "--target-sparsity", 0.5, "--kappa", 0,
+                   "--eval-episodes", 0, cwd=folder, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path,) = glob.glob(str(folder / "runs" / "*" / "pruned_ppo.safetensors"))
+        with safe_open(path, "pt") as f:
+            names = sorted(k[len("prune/"):] for k in f.keys() if k.startswith("prune/"))
+            masks = [f.get_tensor(f"prune/{name}") for name in names]
+            scores = [f.get_tensor(f"resume/prune/saliency/{i}") for i in range(len(names))]
+            assert json.loads(f.metadata()["robust_rl"])["prune"]["step"] == 64
+        assert len(names) == 4
+        for name, mask, score in zip(names, masks, scores):
+            assert score.shape == mask.shape, name
+            if interval == 2:
+                assert torch.all(score == 0), name
+            else:
+                assert torch.all(score[mask == 0] == 0) and (score[mask == 1] > 0).float().mean() > 0.99, name
 
 
 def test_target_kl_cutting_epochs_still_reaches_the_target_sparsity(tmp_path):
