@@ -601,10 +601,11 @@ def sumo_section(data):
     for env, victims in sorted(data.items()):
         budgets = sorted({b for docs in victims.values() for b in docs})
         games = sorted({r["episodes"] for docs in victims.values() for d in docs.values() for r in d["results"]})
+        features = sorted({len(r["stealth"]["features"]) for docs in victims.values() for d in docs.values() for r in d["results"]})  # --stealth-features
         lines += [f"**{env}**: per victim group (seeds of one configuration), the victim's rates against the benign policy with "
                   f"no attack (mean over seeds), and under a fresh `action_mix` attacker at each budget eps_pi: the attacker's win "
                   f"rate (the victim's loss rate; mean +- s.e. over seeds; lower = harder to exploit) and the stealth measure W2^2 "
-                  f"(sum over the 10 most important observation features; mean over seeds, the natural-halves floor in brackets). "
+                  f"(sum over the {'/'.join(map(str, features))} most important observation features; mean over seeds, the natural-halves floor in brackets). "
                   f"{'/'.join(map(str, games))} games per seed and row; * marks the victim's training budget.", "",
                   "| victim | trained at eps_pi | seeds | natural win / draw / loss | "
                   + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",

@@ -152,11 +152,15 @@ def test_pruning_plots_are_written(tmp_path, monkeypatch):
     assert all((tmp_path / "report" / name).stat().st_size > 10_000 for name in written)
 
 
-def prmdp_json(folder, name, seeds):
-    """seeds: [(natural, action_mix)] -> an action_mix eval JSON named as the PR-MDP grid's."""
-    results = [{"model": f"m__{i + 1}.safetensors", "natural": {"mean": n}, "attacks": {"action_mix": {"mean": a}}} for i, (n, a) in enumerate(seeds)]
+def eval_json(folder, name, results):
+    """An eval_attacks.py JSON with its provenance header: folder/name."""
     doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}
     (folder / name).write_text(__import__("json").dumps(doc))
+
+
+def prmdp_json(folder, name, seeds):
+    """seeds: [(natural, action_mix)] -> an action_mix eval JSON named as the PR-MDP grid's."""
+    eval_json(folder, name, [{"model": f"m__{i + 1}.safetensors", "natural": {"mean": n}, "attacks": {"action_mix": {"mean": a}}} for i, (n, a) in enumerate(seeds)])
 
 
 def test_prmdp_table_rows_budgets_and_training_mark(tmp_path):
@@ -175,13 +179,12 @@ def test_prmdp_table_rows_budgets_and_training_mark(tmp_path):
     assert report.prmdp_section({}) == "No PR-MDP results yet."
 
 
-def sumo_json(folder, name, seeds):
-    """seeds: [(natural (win, draw, loss), attacker win rate, w2)] -> an arena eval JSON named as the sumo grid's."""
-    results = [{"model": f"m__{i + 1}.safetensors", "episodes": 200, "natural": dict(zip(("win", "draw", "loss"), nat)),
-                "attacks": {"action_mix": {"attacker_win_rate": a}}, "stealth": {"w2_squared": w2, "floor": 0.01}}
-               for i, (nat, a, w2) in enumerate(seeds)]
-    doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}
-    (folder / name).write_text(__import__("json").dumps(doc))
+def sumo_json(folder, name, seeds, features=7):
+    """seeds: [(natural (win, draw, loss), attacker win rate, w2)] -> an arena eval JSON named as the sumo grid's, W2 over
+    `features` features (--stealth-features)."""
+    eval_json(folder, name, [{"model": f"m__{i + 1}.safetensors", "episodes": 200, "natural": dict(zip(("win", "draw", "loss"), nat)),
+                              "attacks": {"action_mix": {"attacker_win_rate": a}},
+                              "stealth": {"w2_squared": w2, "floor": 0.01, "features": list(range(features))}} for i, (nat, a, w2) in enumerate(seeds)])
 
 
 def test_sumo_table_rows_rates_and_training_mark(tmp_path):
@@ -192,7 +195,9 @@ def test_sumo_table_rows_rates_and_training_mark(tmp_path):
     sumo_json(tmp_path, "not_a_grid_file.json", [((1, 0, 0), 0, 0)])
     data = report.load_sumo(str(tmp_path))
     assert set(data) == {"sumo-puck"} and len(data["sumo-puck"]) == 3
-    rows = [line for line in report.sumo_section(data).splitlines() if line.startswith("| ") and "---" not in line][1:]
+    section = report.sumo_section(data)
+    assert "sum over the 7 most important observation features" in section  # what the evaluations used
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split(" | ")[0] for r in rows] == ["| self-play (phase 1)", "| fictitious_play", "| two_timescale"]  # group order
     assert rows[0] == "| self-play (phase 1) |  | 2 | 0.30 / 0.50 / 0.20 | 0.40 +- 0.10 | 0.6 [0.01] | 0.80 +- 0.10 | 2.5 [0.01] |"
     assert rows[1].endswith("| 1 | 0.50 / 0.50 / 0.00 |  |  | 0.60 | 1 [0.01] |")  # not attacked at 0.3 yet; one seed: no s.e.

@@ -232,7 +232,8 @@ def test_the_benign_policy_stays_frozen_in_phase_2(trained):
 @pytest.mark.slow
 def test_benign_must_be_a_finished_phase_1_policy(trained, tmp_path, capsys):
     """--benign takes a run's benign.safetensors once phase 1 finished: a phase-2 victim (it holds benign/) and a save
-    made before the end of phase 1 (metadata complete: false, as an interrupt or --save-every leaves) are refused."""
+    made before the end of phase 1 (metadata complete: false, as an interrupt or --save-every leaves) are refused;
+    eval_attacks.py evaluates the unfinished save with a note."""
     import json
 
     from safetensors import safe_open
@@ -251,6 +252,11 @@ def test_benign_must_be_a_finished_phase_1_policy(trained, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and message in err[0], err
     T.resolve_args(T.Args(env_id="sumo-puck", benign=(str(folder / "benign.safetensors"),)))  # the finished one is taken
+    # eval_attacks.py evaluates an unfinished save as asked, and says so (once, on stderr); a finished one without a word
+    for path, noted in [(partial, True), (folder / "benign.safetensors", False)]:
+        eval_attacks.main(eval_attacks.Args(model=(str(path),), attacks=("action_mix",), eps_pi=0.0, action_mix_steps=2048, episodes=2, progress=False))
+        notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+        assert notes == ([f"note: {path} was saved before its training phase finished (step {meta['global_step']})"] if noted else []), notes
 
 
 def test_bad_sumo_flags_one_line_exit_2(tmp_path):
