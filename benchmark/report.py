@@ -356,7 +356,7 @@ def main(args):
     summary, readme, plot_data = build(args)
     pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
-    prmdp = prmdp_section(load_prmdp())
+    prmdp = prmdp_section(load_prmdp(), os.path.join(RESULTS, "curves"))
     sumo = sumo_section(load_sumo())
     for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp, "sumo": sumo}), ("README.md", {"": readme})):
         path = os.path.join(ROOT, rel)
@@ -555,9 +555,19 @@ def seeds_cell(values, digits=0):
     return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} +- {s:.{digits}f}"
 
 
-def prmdp_section(data):
+def prmdp_section(data, curves=None):
+    """The table per env from the eval JSONs; with `curves` (a folder of benchmark/curves.py extracts), a line naming
+    the training-curve plots that plot_two_timescale() draws from them."""
+    figures = []
+    for path in sorted(glob.glob(os.path.join(curves, "two_timescale_adv__*.json"))) if curves else []:
+        m = TT_NAME.match(os.path.basename(path))
+        if m and f"`benchmark/results/report/two_timescale__{m.group(3)}__eps_pi{m.group(2)}.png`" not in figures:
+            figures.append(f"`benchmark/results/report/two_timescale__{m.group(3)}__eps_pi{m.group(2)}.png`")
+    figure_line = ("Training curves (the paper's Fig. 4a/b shape: the victim's training return and policy-gradient norm, single vs two "
+                   "timescales; mean and min-max band over seeds; from the `benchmark/curves.py` extracts in `benchmark/results/curves/`): "
+                   + ", ".join(figures) + ".") if figures else ""
     if not data:
-        return "No PR-MDP results yet."
+        return "\n\n".join(x for x in ("No PR-MDP results yet.", figure_line) if x)
     lines = []
     for env, victims in sorted(data.items()):
         budgets = sorted({b for docs in victims.values() for b in docs})
@@ -580,6 +590,8 @@ def prmdp_section(data):
             name = "none (PPO zoo agent)" if defense == "none" else defense
             lines.append(f"| {name} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first['results'])} | {nat} | " + " | ".join(cells) + " |")
         lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
+    if figure_line:
+        lines += [figure_line]
     return "\n".join(lines).rstrip()
 
 # The sumo arena (arXiv 2305.17342, Sec. 7 and App. E; benchmark/grids/sumo.sh): a victim group's seeds against a fresh
