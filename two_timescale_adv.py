@@ -1041,13 +1041,9 @@ def sumo_training_state(n, loop, optimizer, generator, rng, envs, group, run_arg
     Adam's state, the RNG streams, the arenas mid-game (envs/sumo.py's get_resume_state), the reward filter, the episode
     counters, the last 100 outcomes and, in fictitious play, the pool and each game's drawn opponent (snapshots stored
     once: pool/{j}/...) and the run's own flags (a benign.safetensors records defense self_play: what the file is).
-    Returns (tensors, a JSON-able dict), as training_state()."""
-    opt = optimizer.state_dict()
-    tensors = {f"adam/{i}/{k}": v if k == "step" else v[n] for i, state in opt["state"].items() for k, v in state.items()}
-    tensors.update(torch_rng=generator.get_state(), next_obs=torch.from_numpy(loop["next_obs_raw"][n].copy()),
-                   ret_acc=torch.from_numpy(loop["ret_acc"][n].copy()), ep_return=torch.from_numpy(loop["ep_return"][n].copy()),
-                   ep_length=torch.from_numpy(loop["ep_length"][n].copy()),
-                   ret_stats=torch.tensor([loop["ret_mean"][n], loop["ret_var"][n], loop["ret_count"][n]], dtype=torch.float64))
+    Returns (tensors, a JSON-able dict): training_state()'s, without gymnasium envs, plus the arena's parts."""
+    # recent_returns: its last 10 outcomes; restore_training_state() reads them, the score's window (100) is below
+    tensors, meta = training_state(n, dict(loop, recent_returns=loop["outcomes"]), optimizer, generator, rng, [], group)
     env_meta = []
     for i, env in enumerate(envs):
         physics, state = env.get_resume_state()
@@ -1064,28 +1060,25 @@ def sumo_training_state(n, loop, optimizer, generator, rng, envs, group, run_arg
                     tensors[f"pool/{j}/w{layer}"], tensors[f"pool/{j}/b{layer}"] = torch.from_numpy(w), torch.from_numpy(b)
         pool = dict(seen=loop["pools"][n].seen, members=[snapshots[id(s)] for s in loop["pools"][n].members],
                     opponents=[snapshots[id(s)] for s in loop["opponents"][n]], layers=len(loop["opponents"][n][0]["weights"]))
-    meta = dict(phase=loop["phase"], iteration=loop["iteration"], global_step=int(loop["global_step"]), np_rng=rng.bit_generator.state,
-                envs=env_meta, adam_groups=opt["param_groups"], outcomes=loop["outcomes"][n][-100:], pool=pool, wandb_id=loop["wandb_ids"][n], group=group,
-                args={k: v for k, v in asdict(run_args).items() if k != "resume"})
+    meta.update(phase=loop["phase"], envs=env_meta, outcomes=loop["outcomes"][n][-100:], pool=pool, args={k: v for k, v in asdict(run_args).items() if k != "resume"})
     return tensors, meta
 
 
-def restore_sumo_training_state(resume, optimizer, generators, rngs, envs, pool_size, clip, tanh):
-    """The inverse of sumo_training_state() for every seed of the run (the weights are loaded by the caller); returns the
-    loop's own variables."""
+def restore_sumo_training_state(resume, learner, optimizer, generators, rngs, envs, pool_size, clip, tanh):
+    """The inverse of sumo_training_state() for every seed of the run: restore_training_state() (the learner's weights,
+    Adam, the RNG streams, the loop's common variables), then the arenas and the fictitious pool. optimizer None (phase
+    1 had finished, phase 2 starts afresh): the RNG streams and the arenas alone. Returns the loop's own variables."""
     seeds = resume["seeds"]
     if optimizer is not None:
-        adam = {}
-        for i in range(sum(len(group["params"]) for group in seeds[0]["meta"]["adam_groups"])):
-            if f"adam/{i}/step" in seeds[0]["tensors"]:
-                adam[i] = {"step": seeds[0]["tensors"][f"adam/{i}/step"]}
-                adam[i].update({k: torch.stack([s["tensors"][f"adam/{i}/{k}"] for s in seeds]) for k in ("exp_avg", "exp_avg_sq")})
-        optimizer.load_state_dict({"state": adam, "param_groups": seeds[0]["meta"]["adam_groups"]})
+        loop = restore_training_state(resume, learner, optimizer, generators, rngs, [[] for _ in seeds])  # no gymnasium envs
+    else:
+        for n, s in enumerate(seeds):
+            generators[n].set_state(s["tensors"]["torch_rng"])
+            rngs[n].bit_generator.state = s["meta"]["np_rng"]
+        loop = dict(global_step=seeds[0]["meta"]["global_step"])
     pools, opponents = [], []
     for n, s in enumerate(seeds):
         tensors, meta = s["tensors"], s["meta"]
-        generators[n].set_state(tensors["torch_rng"])
-        rngs[n].bit_generator.state = meta["np_rng"]
         for i, (env, state) in enumerate(zip(envs[n], meta["envs"])):
             env.set_resume_state(tensors[f"env/{i}/physics"].numpy(), state)
         if meta["pool"] is not None:
@@ -1098,13 +1091,7 @@ def restore_sumo_training_state(resume, optimizer, generators, rngs, envs, pool_
             pools.append(pool)
             opponents.append([snapshots[j] for j in p["opponents"]])
             pool.members, pool.seen = [snapshots[j] for j in p["members"]], p["seen"]
-    stack = lambda key: np.stack([s["tensors"][key].numpy() for s in seeds])
-    ret_stats = stack("ret_stats")
-    return dict(phase=seeds[0]["meta"]["phase"], iteration=seeds[0]["meta"]["iteration"], global_step=seeds[0]["meta"]["global_step"],
-                next_obs_raw=stack("next_obs"), ret_acc=stack("ret_acc"), ret_mean=ret_stats[:, 0].copy(), ret_var=ret_stats[:, 1].copy(),
-                ret_count=ret_stats[:, 2].copy(), ep_return=stack("ep_return"), ep_length=stack("ep_length"),
-                outcomes=[list(s["meta"]["outcomes"]) for s in seeds], pools=pools or None, opponents=opponents or None,
-                wandb_ids=[s["meta"]["wandb_id"] for s in seeds])
+    return dict(loop, outcomes=[list(s["meta"]["outcomes"]) for s in seeds], pools=pools or None, opponents=opponents or None)
 
 
 def train_sumo(args, resume=None):
@@ -1204,7 +1191,7 @@ def train_sumo(args, resume=None):
             benign.load_seed_state_dict(n, weights)
         phases = (resume_phase, 2) if resume_phase == 1 and mid_phase else (2,)
         if not mid_phase:  # phase 1 had finished: phase 2 starts as it would have, from the streams phase 1 left
-            global_step = restore_sumo_training_state(resume, None, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")["global_step"]
+            global_step = restore_sumo_training_state(resume, None, None, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")["global_step"]
     prefix = [f"seed {seed}: " if N > 1 else "" for seed in seeds]
     show_bar = sys.stderr.isatty() if args.progress is None else args.progress
     done_before = (resume_meta["iteration"] - 1) * E * T if resume is not None and mid_phase else 0
@@ -1223,9 +1210,6 @@ def train_sumo(args, resume=None):
             for n in range(N):  # the victim starts from the benign policy: actor, critic and normalizer
                 agent.load_seed_state_dict(n, benign.seed_state_dict(n))
             agent.benign = benign  # a submodule: saved under benign/, never in the optimizer
-            if resume is not None and resume_phase == 2:
-                for n, s in enumerate(resume["seeds"]):
-                    agent.load_seed_state_dict(n, s["weights"])
             learner, adversary, S = agent, agent.adversary, E
             opponent = {"none": "benign", "single": "mix", "two_timescale": "mix", "self_play": "self", "fictitious_play": "pool"}[args.defense]
         batch_size = T * S
@@ -1251,7 +1235,7 @@ def train_sumo(args, resume=None):
         pools = opponents = None
         if resume is not None and phase == resume_phase and mid_phase:
             # exactly where the saved run stopped: Adam, RNG streams, games mid-play, filters, the fictitious pool
-            state = restore_sumo_training_state(resume, optimizer, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")
+            state = restore_sumo_training_state(resume, learner, optimizer, generators, rngs, envs, args.pool_size, args.obs_clip, args.activation == "tanh")
             start_iteration, global_step, next_obs_raw, ret_acc, ret_mean, ret_var, ret_count, ep_return, ep_length, outcomes, pools, opponents = (
                 state[k] for k in ("iteration", "global_step", "next_obs_raw", "ret_acc", "ret_mean", "ret_var", "ret_count", "ep_return", "ep_length",
                                    "outcomes", "pools", "opponents")
