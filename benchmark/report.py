@@ -46,6 +46,11 @@ PAPER_ROWS = {
     ("Hopper-v4", "BARPO w/o g"): dict(natural=3675, random=3634, critic=3588, mad=3575, rs=1195, sa_rl=1037, pa_ad=1060, worst=1037),
     ("Hopper-v4", "BAR-PPO 0.3"): dict(natural=3684, random=3692, critic=3678, mad=3437, rs=1340, sa_rl=1728, pa_ad=1908, worst=1340),
     ("Hopper-v4", "BAR-PPO 1.0"): dict(natural=3636, worst=1083),
+    ("Walker2d-v4", "PPO"): dict(natural=4662, random=4628, critic=4584, mad=4507, rs=1062, sa_rl=719, pa_ad=336, worst=336),
+    ("Walker2d-v4", "SA-PPO"): dict(natural=4875, random=4907, critic=5029, mad=4833, rs=2775, sa_rl=3356, pa_ad=997, worst=997),
+    ("Walker2d-v4", "ARPO"): dict(natural=2095, random=1815, critic=2360, mad=1944, rs=1360, sa_rl=1270, pa_ad=1460, worst=1270),
+    ("Walker2d-v4", "BARPO w/o g"): dict(natural=4287, random=4289, critic=4231, mad=4223, rs=4201, sa_rl=3913, pa_ad=3473, worst=3473),
+    ("Walker2d-v4", "BAR-PPO 0.3"): dict(natural=4732, random=4718, critic=4727, mad=4750, rs=4646, sa_rl=4285, pa_ad=2699, worst=2699),
 }
 
 
@@ -91,7 +96,9 @@ CELLS = [
          curves="curves/barppo__kappa0.3__Hopper-v4.json", sweep="sweep/barppo__kappa0.3__Hopper-v4.json", ref="ref/Hopper-v4.json"),
     Cell("Hopper-v4", "BAR-PPO 1.0", select="select/barppo__kappa1.0__Hopper-v4.json", full="full/barppo__kappa1.0__Hopper-v4.json",
          curves="curves/barppo__kappa1.0__Hopper-v4.json"),
-]
+    # benchmark/grids/trainers.sh Walker2d-v4 3 ppo arppo-nog barppo-nog barppo sappo (per-env kappa: BAR-PPO 0.3, SA-PPO 0.1)
+] + [Cell("Walker2d-v4", method, select=f"select/{name}__Walker2d-v4.json", full=f"full/{name}__Walker2d-v4.json", curves=f"curves/{name}__Walker2d-v4.json")
+     for method, name in (("PPO", "ppo_continuous"), ("ARPO", "arppo__nog"), ("BARPO w/o g", "barppo__nog"), ("BAR-PPO 0.3", "barppo"), ("SA-PPO", "sappo"))]
 
 
 @dataclass

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The robust-trainer grid (the BARPO paper, arXiv 2512.01228, Tables 2, 4, 8): per configuration, its seeds trained
-# in one process (2M steps), every seed under random, critic, MAD and RS (benchmark/results/select/), the median
+# in one process (2M steps; their learning curves to benchmark/results/curves/), every seed under random, critic,
+# MAD and RS (benchmark/results/select/), the median
 # agent by the paper's selection (App. F.3: the mean of natural return and the worst of those four) under all six
 # attacks and the two reference protocols (benchmark/results/full/).
 #
@@ -28,9 +29,12 @@ for config in "$@"; do
     barppo-[0-9]* | sappo-[0-9]*) script=${config%%-*}.py tag=__kappa${config#*-} flags="--kappa ${config#*-}" ;;
     *) echo "error: unknown configuration '$config' (ppo, arppo-nog, barppo-nog, barppo, sappo, barppo-K, sappo-K)" >&2; exit 2 ;;
   esac
-  name=${script%.py}$tag
+  name=${script%.py}$tag exp=${script%.py}
+  # a configuration with flags gets its own run name (runs/ENV__CONFIG__SEED__...), so that its curves are its runs'
+  [ -n "$tag" ] && { exp=$config; flags="$flags --exp-name $config"; }
   $PY benchmark/launch.py --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "$tag"
   $PY benchmark/launch.py --collect --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "$tag"
+  $PY benchmark/curves.py --runs runs/"${ENV}__${exp}"__[0-9]* --out benchmark/results/curves/${name}__$ENV.json
   models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/${name}__${ENV}__$seed.safetensors"); done
   select=benchmark/results/select/${name}__$ENV.json
