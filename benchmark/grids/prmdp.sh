@@ -18,20 +18,20 @@ ORACLE_ITERS=3  # min_oracle: attacker-only PPO iterations per victim iteration 
                 # names do not carry it: to try another, change it here and move the earlier results away
 mkdir -p benchmark/results/prmdp benchmark/results/curves
 
-for eps in $BUDGETS; do  # each budget's victims, then their attacks: a budget's rows are complete before the next trains
-  for defense in two_timescale single min_oracle; do
-    extra="--defense $defense --eps-pi $eps --exp-name tt-$defense-eps$eps"
+for attack in $BUDGETS; do  # the undefended baseline: the PPO zoo agent
+  out=benchmark/results/prmdp/none__${ENV}__vs$attack.json
+  [ -f "$out" ] || $PY eval_attacks.py --model zoo/ppo_continuous__$ENV.safetensors --attacks action_mix --eps-pi "$attack" --json "$out"
+done
+for eps in $BUDGETS; do
+  for defense in two_timescale single min_oracle; do  # each victim group is attacked right after it trains: its rows
+    extra="--defense $defense --eps-pi $eps --exp-name tt-$defense-eps$eps"  # land before the next (slower) group trains
     [ "$defense" = min_oracle ] && extra="$extra --oracle-iters $ORACLE_ITERS"
     tag="__${defense}__eps_pi$eps"
     $PY benchmark/launch.py --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --jobs 1 --extra="$extra" --tag "$tag"
     $PY benchmark/launch.py --collect --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --tag "$tag"
     $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps${eps}__* --tags charts/episodic_return adversary/victim_grad_norm \
       --out benchmark/results/curves/two_timescale_adv__${defense}__eps_pi${eps}__$ENV.json
-  done
-  for attack in $BUDGETS; do
-    out=benchmark/results/prmdp/none__${ENV}__vs$attack.json
-    [ -f "$out" ] || $PY eval_attacks.py --model zoo/ppo_continuous__$ENV.safetensors --attacks action_mix --eps-pi "$attack" --json "$out"
-    for defense in two_timescale single min_oracle; do
+    for attack in $BUDGETS; do
       out=benchmark/results/prmdp/${defense}__eps_pi${eps}__${ENV}__vs$attack.json
       [ -f "$out" ] || $PY eval_attacks.py --model benchmark/checkpoints/two_timescale_adv__${defense}__eps_pi${eps}__${ENV}__{1,2,3}.safetensors \
         --attacks action_mix --eps-pi "$attack" --json "$out"
