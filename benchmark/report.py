@@ -1,7 +1,7 @@
 """Every generated table and plot of benchmark/RESULTS.md and the README, from the committed evaluation JSONs.
 
     python benchmark/report.py            # rewrite the generated sections and the PNGs in benchmark/results/report/
-    python benchmark/report.py --check    # exit 1 if RESULTS.md or README.md differ from what the JSONs give
+    python benchmark/report.py --check    # exit 1 if RESULTS.md, README.md or a PNG differ from what the JSONs give
 
 The cells (method x env) and the files each is read from are listed in CELLS below; the numbers come only from
 those files. A cell's agent is chosen as the BARPO paper does (App. F.3): every seed is attacked with random,
@@ -11,6 +11,8 @@ six attacks, and where run the two reference protocols) gives the table row. Acr
 stratified-bootstrap 95% confidence interval (rliable) of natural return and of the worst of the four fast attacks.
 """
 import glob
+import hashlib
+import inspect
 import json
 import os
 import re
@@ -104,7 +106,7 @@ CELLS = [
 @dataclass
 class Args:
     check: bool = False
-    """compare instead of writing: exit 1 if RESULTS.md or README.md is out of date"""
+    """compare instead of writing: exit 1 if RESULTS.md, README.md or a PNG is out of date"""
     plots: bool = True
     """write the PNGs (benchmark/results/report/)"""
     reps: int = 20000
@@ -319,20 +321,55 @@ def plot_band(ax, runs, tag, label):
     ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
 
 
-def finish(fig, ax, xlabel, ylabel, title, path):
-    """Label, save as PNG and close a figure."""
+# Every PNG carries in a text chunk the digest of what it is drawn from (its data and the drawing code), so that
+# --check finds a PNG drawn from other data or by other code; the pixels are not compared (matplotlib versions differ).
+PNG_KEY = "robust-rl inputs"
+
+
+def png_inputs(path, parts, planned):
+    """The digest of the inputs `parts` of the PNG at `path`, or None when the caller must not draw it: with `planned`
+    (a dict) the digest is only recorded there; without, a PNG at `path` that already carries it is up to date."""
+    code = "".join(inspect.getsource(f) for f in (mean_band, plot_band, finish, plot, plot_pruning, draw_frontier, draw_certificate, plot_two_timescale))
+    data = json.dumps(parts, sort_keys=True, default=lambda x: x.tolist())  # numpy values; anything else is a TypeError
+    digest = hashlib.sha256((code + data).encode()).hexdigest()
+    if planned is not None:
+        planned[path] = digest
+        return None
+    return None if png_digest(path) == digest else digest
+
+
+def png_digest(path):
+    """The inputs digest stored in a PNG, or None (no such file, or drawn without one)."""
+    if not os.path.exists(path):
+        return None
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(path) as image:
+        return image.text.get(PNG_KEY)
+
+
+def stale_pngs(planned, folder):
+    """[(path, why)] of the PNGs that differ from `planned` ({path: digest}): missing, drawn from other inputs, or in
+    `folder` but drawn from nothing any more."""
+    stale = [(p, "missing" if not os.path.exists(p) else "drawn from other inputs") for p, digest in sorted(planned.items()) if png_digest(p) != digest]
+    return stale + [(p, "drawn from nothing") for p in sorted(glob.glob(os.path.join(folder, "*.png"))) if p not in planned]
+
+
+def finish(fig, ax, xlabel, ylabel, title, path, digest):
+    """Label, save as PNG (with its inputs digest) and close a figure."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={PNG_KEY: digest})
     import matplotlib.pyplot as plt
 
     plt.close(fig)
 
 
-def plot(data):
+def plot(data, planned=None):
+    """The summary's PNGs (with `planned`: only their digests, see png_inputs)."""
     plot_data, curve_data, sweep_data = data
     import matplotlib
 
@@ -340,23 +377,33 @@ def plot(data):
     import matplotlib.pyplot as plt
 
     out = os.path.join(RESULTS, "report")
-    os.makedirs(out, exist_ok=True)
+    if planned is None:
+        os.makedirs(out, exist_ok=True)
     for env, cells in plot_data.items():
+        path = os.path.join(out, f"natural_vs_worst__{env}.png")
+        if (digest := png_inputs(path, cells, planned)) is None:
+            continue
         fig, ax = plt.subplots(figsize=(5, 4))
         for method, nats, worsts, idx in cells:
             pts = ax.scatter(nats, worsts, label=method, alpha=0.8)
             ax.scatter([nats[idx]], [worsts[idx]], s=160, facecolors="none", edgecolors=pts.get_facecolor()[0])
-        finish(fig, ax, "natural return", "worst return (random, critic, MAD, RS)", env, os.path.join(out, f"natural_vs_worst__{env}.png"))
+        finish(fig, ax, "natural return", "worst return (random, critic, MAD, RS)", env, path, digest)
     for env, cells in curve_data.items():
+        path = os.path.join(out, f"learning_curves__{env}.png")
+        if (digest := png_inputs(path, cells, planned)) is None:
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, curves in cells:
             plot_band(ax, curves["runs"], "charts/episodic_return", method)
-        finish(fig, ax, "environment steps", "training episodic return", env, os.path.join(out, f"learning_curves__{env}.png"))
+        finish(fig, ax, "environment steps", "training episodic return", env, path, digest)
     for env, cells in sweep_data.items():
+        path = os.path.join(out, f"eps_curves__{env}.png")
+        if (digest := png_inputs(path, cells, planned)) is None:
+            continue
         fig, ax = plt.subplots(figsize=(5, 4))
         for method, points in cells:
             ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=method)
-        finish(fig, ax, "eps (l_inf, normalized observation)", "return under the worst attack swept", env, os.path.join(out, f"eps_curves__{env}.png"))
+        finish(fig, ax, "eps (l_inf, normalized observation)", "return under the worst attack swept", env, path, digest)
 
 
 def main(args):
@@ -377,19 +424,27 @@ def main(args):
                 with open(path + ".tmp", "w") as f:
                     f.write(new)
                 os.replace(path + ".tmp", path)
+    planned, pngs = {}, []
+    if args.plots:  # the digests of every PNG the data gives, without drawing
+        plot(plot_data, planned)
+        plot_pruning(pruning_plots, planned)
+        plot_two_timescale(planned=planned)
+        pngs = stale_pngs(planned, os.path.join(RESULTS, "report"))
     if args.check:
-        if stale:
-            print(f"out of date: {', '.join(stale)}; run python benchmark/report.py", file=sys.stderr)
+        if stale or pngs:
+            print(f"out of date: {', '.join(stale + [f'{os.path.relpath(p, ROOT)} ({why})' for p, why in pngs])}; run python benchmark/report.py", file=sys.stderr)
             sys.exit(1)
-        print("RESULTS.md and README.md are up to date")
+        print("RESULTS.md, README.md and the PNGs are up to date" if args.plots else "RESULTS.md and README.md are up to date")
         return
-    if args.plots and any(plot_data):
+    for path, why in pngs:
+        if why == "drawn from nothing":
+            os.remove(path)
+    if pngs:  # draws only the PNGs whose inputs changed
         plot(plot_data)
-    if args.plots and pruning_plots:
         plot_pruning(pruning_plots)
-    if args.plots:
         plot_two_timescale()
-    print(f"wrote the generated sections of {', '.join(stale) or 'nothing (up to date)'}")
+    print(f"wrote {', '.join(stale + [os.path.relpath(p, ROOT) for p, why in pngs if why != 'drawn from nothing']) or 'nothing (up to date)'}"
+          + "".join(f"; removed {os.path.relpath(p, ROOT)} ({why})" for p, why in pngs if why == "drawn from nothing"))
 
 
 # Pruning (arXiv 2510.12939, Sec. 4 and App. C): every configuration's seeds under the fast attacks, one JSON each,
@@ -501,35 +556,49 @@ def pruning_section(data):
     return "\n".join(lines).rstrip(), plots
 
 
-def plot_pruning(plots):
+def plot_pruning(plots, planned=None):
+    """The pruning frontier and certificate PNGs per env (with `planned`: only their digests, see png_inputs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = os.path.join(RESULTS, "report")
-    os.makedirs(out, exist_ok=True)
+    if planned is None:
+        os.makedirs(out, exist_ok=True)
     for env, points in plots.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        dense = [p for p in points if p["method"] == "none"]
-        for method in sorted({p["method"] for p in points} - {"none"}):
-            pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
-            x = [p["sparsity"] for p in pts]
-            for key, style in (("clean", "-"), ("robust", "--")):
-                m = np.array([np.mean(p[key]) for p in pts])
-                s = np.array([np.std(p[key], ddof=1) / np.sqrt(len(p[key])) if len(p[key]) > 1 else 0 for p in pts])
-                line = ax.plot(x, m, style, marker="o", label=f"{method} {key}")[0]
-                ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
-        ax.axhline(1.0, color="grey", lw=0.5)
-        finish(fig, ax, "target sparsity", "normalized return (dense SA agent = 1)", f"{env}: clean (solid) and robust (dashed), +-1 s.e.", os.path.join(out, f"pruning_frontier__{env}.png"))
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method in sorted({p["method"] for p in points} - {"none"}):
-            pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
-            for key, style in (("surrogate", "-"), ("spectral", "--")):
-                if all(v is not None for p in pts for v in p[key]):
-                    ax.plot([p["sparsity"] for p in pts], [np.mean(p[key]) for p in pts], style, marker="o", label=f"{method} {key}")
-        ax.set_yscale("log")
-        finish(fig, ax, "target sparsity", "actor Lipschitz bound (mean over seeds)", f"{env}: certified surrogate (solid), spectral product (dashed)", os.path.join(out, f"pruning_certificate__{env}.png"))
+        frontier, certificate = (os.path.join(out, f"pruning_{kind}__{env}.png") for kind in ("frontier", "certificate"))
+        if (digest := png_inputs(frontier, points, planned)) is not None:
+            draw_frontier(plt, env, points, frontier, digest)
+        if (digest := png_inputs(certificate, points, planned)) is not None:
+            draw_certificate(plt, env, points, certificate, digest)
+
+
+def draw_frontier(plt, env, points, path, digest):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    dense = [p for p in points if p["method"] == "none"]
+    for method in sorted({p["method"] for p in points} - {"none"}):
+        pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
+        x = [p["sparsity"] for p in pts]
+        for key, style in (("clean", "-"), ("robust", "--")):
+            m = np.array([np.mean(p[key]) for p in pts])
+            s = np.array([np.std(p[key], ddof=1) / np.sqrt(len(p[key])) if len(p[key]) > 1 else 0 for p in pts])
+            line = ax.plot(x, m, style, marker="o", label=f"{method} {key}")[0]
+            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+    ax.axhline(1.0, color="grey", lw=0.5)
+    finish(fig, ax, "target sparsity", "normalized return (dense SA agent = 1)", f"{env}: clean (solid) and robust (dashed), +-1 s.e.", path, digest)
+
+
+def draw_certificate(plt, env, points, path, digest):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    dense = [p for p in points if p["method"] == "none"]
+    for method in sorted({p["method"] for p in points} - {"none"}):
+        pts = sorted(dense + [p for p in points if p["method"] == method and p["interval"] == 10], key=lambda p: p["sparsity"])
+        for key, style in (("surrogate", "-"), ("spectral", "--")):
+            if all(v is not None for p in pts for v in p[key]):
+                ax.plot([p["sparsity"] for p in pts], [np.mean(p[key]) for p in pts], style, marker="o", label=f"{method} {key}")
+    ax.set_yscale("log")
+    finish(fig, ax, "target sparsity", "actor Lipschitz bound (mean over seeds)", f"{env}: certified surrogate (solid), spectral product (dashed)", path, digest)
 
 
 # Adversarial policies with partial control on MuJoCo (arXiv 2305.17342, Sec. 6, App. E.4): each victim attacked by a
@@ -654,9 +723,9 @@ def sumo_section(data):
 TT_NAME = re.compile(r"^two_timescale_adv__(single|two_timescale|min_oracle|none)__eps_pi([0-9.]+)__(.+)\.json$")
 
 
-def plot_two_timescale(folder=None, out=None):
+def plot_two_timescale(folder=None, out=None, planned=None):
     """One PNG per (env, eps_pi): Fig. 4a (victim return) and 4b (victim gradient norm), mean and min-max band over
-    seeds per defense. Returns the paths written."""
+    seeds per defense (with `planned`: only their digests, see png_inputs). Returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -670,6 +739,9 @@ def plot_two_timescale(folder=None, out=None):
             groups.setdefault((m.group(3), m.group(2)), []).append((m.group(1), json.load(open(path))))
     written = []
     for (env, eps_pi), defenses in groups.items():
+        path = os.path.join(out, f"two_timescale__{env}__eps_pi{eps_pi}.png")
+        if (digest := png_inputs(path, defenses, planned)) is None:
+            continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, tag, label in zip(axes, ("charts/episodic_return", "adversary/victim_grad_norm"), ("victim return (training)", "victim policy-gradient norm")):
             for defense, curves in defenses:
@@ -680,8 +752,7 @@ def plot_two_timescale(folder=None, out=None):
         fig.suptitle(f"{env}, eps_pi {eps_pi}: single vs two timescales (Fig. 4a/b shape)")
         fig.tight_layout()
         os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, f"two_timescale__{env}__eps_pi{eps_pi}.png")
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, metadata={PNG_KEY: digest})
         plt.close(fig)
         written.append(path)
     return written

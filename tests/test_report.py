@@ -141,6 +141,22 @@ def test_two_timescale_figure_from_curves(tmp_path):
     mean, lo, hi = report.mean_band([run(1, 0.0), run(2, 10.0)], "charts/episodic_return", grid)
     assert np.allclose(mean, grid / 100 + 5) and np.allclose(lo, grid / 100) and np.allclose(hi, grid / 100 + 10)
 
+    # every PNG carries the digest of its inputs: redrawing the same data writes nothing, new data makes it stale
+    out = str(tmp_path / "out")
+    planned = {}
+    assert report.plot_two_timescale(str(tmp_path), out, planned) == [] and list(planned) == written
+    assert report.stale_pngs(planned, out) == []
+    assert report.plot_two_timescale(str(tmp_path), out) == []  # up to date: not drawn again
+    doc = __import__("json").loads((tmp_path / "two_timescale_adv__single__eps_pi0.3__Hopper-v4.json").read_text())
+    doc["runs"][0]["curves"]["charts/episodic_return"]["values"][3] += 1.0
+    (tmp_path / "two_timescale_adv__single__eps_pi0.3__Hopper-v4.json").write_text(__import__("json").dumps(doc))
+    changed = {}
+    report.plot_two_timescale(str(tmp_path), out, changed)
+    assert report.stale_pngs(changed, out) == [(written[0], "drawn from other inputs")]
+    (tmp_path / "out" / "old.png").write_bytes(open(written[0], "rb").read())
+    assert report.stale_pngs(changed, out)[1] == (os.path.join(out, "old.png"), "drawn from nothing")
+    assert report.plot_two_timescale(str(tmp_path), out) == written  # redrawn with the new digest
+    assert report.stale_pngs(changed, out) == [(os.path.join(out, "old.png"), "drawn from nothing")]
 
 def test_pruning_plots_are_written(tmp_path, monkeypatch):
     pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
