@@ -22,8 +22,15 @@ to this driver, which writes them where a local run would have (runs/, benchmark
 records each process's command, status, node and attempts: re-running the same launch skips the finished ones. A run
 whose worker or node dies, or whose process is killed by a signal, is re-run (--retries); a run that still fails, or
 exits non-zero, is reported and the launch exits with status 1.
+
+Moving a grid to another machine (a session that ends, a preempted node): stop it (Ctrl-C or SIGTERM: every training
+saves and exits), then `launch.py --park` copies each run folder under runs/ that holds an unfinished or uncollected
+training (a checkpoint with its training state that is in neither benchmark/checkpoints/ nor zoo/) to
+benchmark/unfinished/, which travels with the repository (commit it). On the other machine every training launch first
+puts the parked folders back under runs/ (`--unpark` does only that), so the same grid command continues them.
 """
 import glob
+import hashlib
 import io
 import json
 import os
@@ -46,8 +53,9 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOGS = os.path.join(ROOT, "benchmark", "logs")
 MANIFEST = "launch_manifest.json"  # in runs/
+UNFINISHED = os.path.join("benchmark", "unfinished")  # parked run folders (--park), beside runs/: committed, a grid moves
 # what a Ray node does not need of the repository (runs/, wandb/ and .venv are also in .gitignore, which Ray honours)
-SHIP_EXCLUDES = [".git", ".venv", "runs", "wandb", "zoo", "benchmark/checkpoints", "benchmark/logs", "benchmark/results", "tests",
+SHIP_EXCLUDES = [".git", ".venv", "runs", "wandb", "zoo", "benchmark/checkpoints", "benchmark/logs", "benchmark/results", "benchmark/unfinished", "tests",
                  "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "MUJOCO_LOG.TXT"]
 
 
@@ -81,6 +89,10 @@ class Args:
     """--engine ray: times a process is re-run after its worker or node died or it was killed by a signal"""
     out_dir: str | None = None
     """where runs/ and benchmark/logs/ go (default: this repository); the local engine runs its processes there"""
+    park: bool = False
+    """do not train: copy every unfinished or uncollected training's run folder from runs/ to benchmark/unfinished/"""
+    unpark: bool = False
+    """do not train: put the folders of benchmark/unfinished/ back under runs/ (every training launch does this first)"""
 
 
 def log_path(script, env, seeds, tag, logs=None):
@@ -170,6 +182,78 @@ def resumable(script, env, seeds, extra, out):
             # the checkpoint holds the next iteration to run: past the last one, the run finished training
             found.append((os.path.getmtime(path), path, json.loads(header["resume"]).get("iteration", 0) > want["num_iterations"]))
     return max(found)[1:] if found else (None, False)
+
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_park(folder, collected):
+    """Whether a run folder holds a training that still needs its folder: a checkpoint with training state (resume/)
+    whose bytes are in neither benchmark/checkpoints/ nor zoo/ (a finished run not yet collected counts: --collect
+    reads its checkpoint)."""
+    from safetensors import safe_open
+
+    ckpts = glob.glob(os.path.join(folder, "*.safetensors"))
+    if any(digest(path) in collected for path in ckpts):
+        return False
+    for path in ckpts:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                if "resume" in (f.metadata() or {}):
+                    return True
+        except Exception:
+            continue
+    return False
+
+
+def copy_folder(src, dst):
+    """Copy a folder whole or not at all (times kept: resumable() takes the newest checkpoint)."""
+    tmp = dst + ".tmp" + str(os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
+def park(out):
+    """out/runs/ -> out/benchmark/unfinished/: every folder that to_park() names; parked copies of folders that have
+    since been collected are removed."""
+    collected = {digest(p) for pattern in ("benchmark/checkpoints/*.safetensors", "zoo/*.safetensors") for p in glob.glob(os.path.join(ROOT, pattern))}
+    store = os.path.join(out, UNFINISHED)
+    os.makedirs(store, exist_ok=True)
+    parked, removed = [], []
+    for folder in sorted(glob.glob(os.path.join(out, "runs", "*", ""))):
+        name = os.path.basename(os.path.normpath(folder))
+        if to_park(folder, collected):
+            copy_folder(folder, os.path.join(store, name))
+            parked.append(name)
+        elif os.path.isdir(os.path.join(store, name)):
+            shutil.rmtree(os.path.join(store, name))
+            removed.append(name)
+    size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(store, "**"), recursive=True) if os.path.isfile(p))
+    for name in parked:
+        print(f"parked runs/{name}")
+    for name in removed:
+        print(f"removed benchmark/unfinished/{name} (collected since)")
+    print(f"{len(parked)} run folders parked; benchmark/unfinished/ holds {len(os.listdir(store))} ({size / 1e6:.1f} MB): "
+          "commit it (git add -A benchmark/unfinished); on another machine the same grid command continues them")
+
+
+def unpark(out):
+    """out/benchmark/unfinished/ -> out/runs/: each parked folder that runs/ does not have (a folder in runs/ is never
+    overwritten)."""
+    for folder in sorted(glob.glob(os.path.join(out, UNFINISHED, "*", ""))):
+        name = os.path.basename(os.path.normpath(folder))
+        if ".tmp" in name or os.path.exists(os.path.join(out, "runs", name)):
+            continue
+        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+        copy_folder(folder, os.path.join(out, "runs", name))
+        print(f"unparked benchmark/unfinished/{name} -> runs/{name}")
 
 
 # ---- the Ray engine ---------------------------------------------------------------------------------------------------
@@ -326,6 +410,9 @@ def main(args):
     if args.engine == "ray" and not args.zoo and not args.dry_run and (not args.address or args.retries < 0):
         sys.exit("error: --engine ray needs --address HOST:PORT (the head node of a running Ray cluster) and --retries >= 0")
     runs = [(s, e, group) for s in args.scripts for e in args.envs for group in chunks(sorted(set(args.seeds)), args.seeds_per_process)]
+    if args.park or args.unpark:
+        park(out) if args.park else unpark(out)
+        return
     if args.collect:
         folder = os.path.join(ROOT, "benchmark", "checkpoints")
         os.makedirs(folder, exist_ok=True)
@@ -333,10 +420,14 @@ def main(args):
         for script, env, group in runs:
             for seed in group:
                 ret, ckpt = parse(script, env, seed, args.tag, logs, out, exact=log_path(script, env, group, args.tag, logs))
+                dst = os.path.join(folder, f"{script[:-3]}{args.tag}__{env}__{seed}.safetensors")
+                if ret is not None and ckpt is not None and not os.path.exists(ckpt) and os.path.exists(dst):
+                    # a finished run collected on another machine (its run folder stayed there): the copy is the record
+                    print(f"{script} {env} seed {seed} ({ret:.0f}): {os.path.relpath(dst, ROOT)} (collected earlier)")
+                    continue
                 if ckpt is None or not os.path.exists(ckpt):
                     missing.append(f"{script} {env} seed {seed}")
                     continue
-                dst = os.path.join(folder, f"{script[:-3]}{args.tag}__{env}__{seed}.safetensors")
                 shutil.copyfile(ckpt, dst + ".tmp")
                 os.replace(dst + ".tmp", dst)
                 print(f"{script} {env} seed {seed} ({'no closing evaluation' if ret is None else f'{ret:.0f}'}) -> {os.path.relpath(dst, ROOT)}")
@@ -390,6 +481,8 @@ def main(args):
             f.flush()
             return subprocess.run(cmd, cwd=out, stdout=f, stderr=subprocess.STDOUT).returncode
 
+    if not args.dry_run:
+        unpark(out)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         codes = list(pool.map(one, runs))
     if args.dry_run:

@@ -166,3 +166,66 @@ def test_a_checkpoint_holding_the_last_iteration_still_resumes(tmp_path):
         save_file({"x": torch.zeros(1)}, str(folder / "ppo_continuous.safetensors"),
                   metadata={"robust_rl": json.dumps(meta), "resume": json.dumps({"iteration": iteration})})
         assert launch.resumable("ppo_continuous.py", "Hopper-v4", [1], extra, str(tmp_path)) == (str(folder / "ppo_continuous.safetensors"), finished)
+
+
+def test_a_parked_grid_continues_on_another_machine(tmp_path, monkeypatch, capsys):
+    """--park on machine A (an interrupted 2-seed process), only the committed files carried to machine B (logs and
+    benchmark/unfinished/, no runs/): the same launch there resumes the parked run in place and ends with the weights of
+    an uninterrupted run; --collect takes it; the next --park removes the parked copy; a second launch skips it."""
+    import shutil
+    import signal
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    extra = "--total-timesteps 3072 --num-steps 512 --num-minibatches 8 --update-epochs 2 --progress False --save-every 0"
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, b, c):
+        d.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    launch_cmd = [sys.executable, os.path.join(launch.ROOT, "benchmark", "launch.py"), "--scripts", "ppo_continuous.py", "--envs", "Hopper-v4",
+                  "--seeds", "1", "2", "--seeds-per-process", "2", f"--extra={extra}", "--tag", "__t"]
+    cmd = [sys.executable, os.path.join(launch.ROOT, "ppo_continuous.py"), *launch.flags("Hopper-v4", [1, 2], extra)]
+    (a / "benchmark" / "logs").mkdir(parents=True)
+    with open(a / "benchmark" / "logs" / "ppo_continuous__Hopper-v4__1-2__t.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith("iter 2/6"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM
+    (a / "runs" / "scratch").mkdir()  # a folder with no training state: not parked
+    monkeypatch.setattr(launch, "ROOT", str(a))
+    launch.main(launch.Args(park=True, out_dir=str(a)))
+    folders = sorted(os.listdir(a / "runs"))
+    parked = sorted(os.listdir(a / "benchmark" / "unfinished"))
+    assert parked == [f for f in folders if f != "scratch"] and len(parked) == 2
+    assert "2 run folders parked" in capsys.readouterr().out
+
+    shutil.copytree(a / "benchmark", b / "benchmark")  # what a commit carries: no runs/
+    relaunch = subprocess.run([*launch_cmd, "--out-dir", str(b)], cwd=b, env=env, capture_output=True, text=True, timeout=300)
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert "unparked benchmark/unfinished/" in relaunch.stdout and "resuming runs/" in relaunch.stdout
+    assert sorted(os.listdir(b / "runs")) == parked  # continued in place
+    done = subprocess.run([*launch_cmd, "--out-dir", str(c)], cwd=c, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed, folder in zip((1, 2), parked):
+        resumed = load_file(str(b / "runs" / folder / "ppo_continuous.safetensors"))
+        (straight,) = (c / "runs").glob(f"Hopper-v4__ppo_continuous__{seed}__*/ppo_continuous.safetensors")
+        straight = load_file(str(straight))
+        assert resumed.keys() == straight.keys() and all(resumed[k].equal(straight[k]) for k in resumed)
+
+    monkeypatch.setattr(launch, "ROOT", str(b))
+    launch.main(launch.Args(park=True, out_dir=str(b)))  # finished but not collected: still needed (--collect reads it)
+    assert sorted(os.listdir(b / "benchmark" / "unfinished")) == parked
+    launch.main(launch.Args(scripts=("ppo_continuous.py",), envs=("Hopper-v4",), seeds=(1, 2), seeds_per_process=2, tag="__t", collect=True,
+                            out_dir=str(b)))
+    launch.main(launch.Args(park=True, out_dir=str(b)))
+    assert os.listdir(b / "benchmark" / "unfinished") == []
+    assert capsys.readouterr().out.count("(collected since)") == 2
+    shutil.rmtree(b / "runs")  # a third machine: the collected copies stand for the run folders
+    launch.main(launch.Args(scripts=("ppo_continuous.py",), envs=("Hopper-v4",), seeds=(1, 2), seeds_per_process=2, tag="__t", collect=True,
+                            out_dir=str(b)))
+    assert capsys.readouterr().out.count("(collected earlier)") == 2

@@ -7,7 +7,8 @@
 #     PY=.venv/bin/python bash benchmark/grids/prmdp.sh HalfCheetah-v4
 #
 # Re-running continues where it stopped: launch.py skips finished processes and resumes interrupted ones, an
-# evaluation whose JSON exists is skipped, and the learned attackers are cached next to the checkpoints.
+# evaluation whose JSON exists is skipped, and the learned attackers are cached next to the checkpoints; also on
+# another machine (`python benchmark/launch.py --park` before moving: docs/training.md).
 # Then: python benchmark/report.py (the table from benchmark/results/prmdp/, the figures from curves/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +30,8 @@ for eps in $BUDGETS; do
     tag="__${defense}__eps_pi$eps"
     $PY benchmark/launch.py --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --jobs 1 --extra="$extra" --tag "$tag"
     $PY benchmark/launch.py --collect --scripts two_timescale_adv.py --envs "$ENV" --seeds 1 2 3 --seeds-per-process 3 --tag "$tag"
-    $PY benchmark/curves.py --runs runs/"$ENV"__tt-$defense-eps${eps}__* --tags charts/episodic_return adversary/victim_grad_norm \
+    runs=(runs/"$ENV"__tt-$defense-eps${eps}__*)  # none on another machine than the training's: its committed curves stay
+    [ ! -e "${runs[0]}" ] || $PY benchmark/curves.py --runs "${runs[@]}" --tags charts/episodic_return adversary/victim_grad_norm \
       --out benchmark/results/curves/two_timescale_adv__${defense}__eps_pi${eps}__$ENV.json
     for attack in $BUDGETS; do
       out=benchmark/results/prmdp/${defense}__eps_pi${eps}__${ENV}__vs$attack.json

@@ -9,7 +9,8 @@
 #     bash benchmark/grids/pruning.sh interval Hopper-v4 2     # magnitude 0.5 with --prune-interval 1 and 100; 2M steps
 #
 # Re-running continues where it stopped (launch.py skips finished processes and resumes interrupted ones; an
-# evaluation whose JSON exists is skipped). Then: python benchmark/report.py (tables and plots); the dense agent and
+# evaluation whose JSON exists is skipped), also on another machine (`python benchmark/launch.py --park` before
+# moving: docs/training.md). Then: python benchmark/report.py (tables and plots); the dense agent and
 # each method's sweet spot then also under SA-RL and PA-AD (eval_attacks.py --attacks sa_rl pa_ad).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

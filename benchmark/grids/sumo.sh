@@ -16,6 +16,8 @@
 # evaluation whose JSON exists is skipped, an interrupted training resumes from its last checkpoint (SIGTERM or Ctrl-C
 # save one; --save-every 10 iterations otherwise), and the learned attackers are cached next to the checkpoints. Phase 1 runs alone
 # (`--defense none` and one phase-2 iteration), so that every defense starts from the same finished benign policies.
+# On another machine: `python benchmark/launch.py --park` here before moving (docs/training.md); this script puts the
+# parked run folders back under runs/ first.
 # Then: python benchmark/report.py (the table from benchmark/results/sumo/).
 set -euo pipefail
 BODY=${1:-puck}
@@ -28,6 +30,7 @@ ENV=sumo-$BODY
 BUDGETS="0.3 0.7 1.0"
 CK=benchmark/checkpoints
 mkdir -p "$CK" benchmark/results/sumo benchmark/logs
+$PY benchmark/launch.py --unpark  # run folders parked on another machine (launch.py --park) continue here
 
 train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's checkpoint is copied to benchmark/checkpoints/
   local name=$1 flags=$2 log=benchmark/logs/two_timescale_adv__${ENV}__$1.log

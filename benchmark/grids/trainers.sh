@@ -11,7 +11,8 @@
 # A configuration is ppo, arppo-nog (AR-PPO without guidance), barppo-nog, barppo or sappo (their per-env kappa), or
 # barppo-K / sappo-K (kappa K). Re-running continues where it stopped (launch.py skips finished processes and
 # resumes interrupted ones; an evaluation whose JSON exists is skipped; learned attacks are cached next to the
-# checkpoints). Then: add the cells to benchmark/report.py's CELLS and run it.
+# checkpoints), also on another machine (`python benchmark/launch.py --park` before moving; docs/training.md). Then:
+# add the cells to benchmark/report.py's CELLS and run it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
@@ -34,7 +35,8 @@ for config in "$@"; do
   [ -n "$tag" ] && { exp=$config; flags="$flags --exp-name $config"; }
   $PY benchmark/launch.py --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags" --tag "$tag"
   $PY benchmark/launch.py --collect --scripts "$script" --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "$tag"
-  $PY benchmark/curves.py --runs runs/"${ENV}__${exp}"__[0-9]* --out benchmark/results/curves/${name}__$ENV.json
+  runs=(runs/"${ENV}__${exp}"__[0-9]*)  # none on another machine than the training's: its committed curves stay
+  [ ! -e "${runs[0]}" ] || $PY benchmark/curves.py --runs "${runs[@]}" --out benchmark/results/curves/${name}__$ENV.json
   models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/${name}__${ENV}__$seed.safetensors"); done
   select=benchmark/results/select/${name}__$ENV.json
