@@ -184,6 +184,7 @@ def provenance(doc):
 def build(args):
     """(RESULTS summary markdown, README table markdown, plot data)."""
     rows, sel_tables, iqm_rows, sources, plot_data, curve_data, sweep_data = [], [], [], [], {}, {}, {}
+    vs_paper = []
     for cell in CELLS:
         curves = load(cell.curves)
         if curves is not None:
@@ -239,6 +240,10 @@ def build(args):
         ref = [f0(a[n]["mean"]) if n in a else "" for n in REF]
         paper = PAPER_ROWS.get((cell.env, cell.method))
         paper_txt = f"{paper['natural']} / {paper['worst']}" if paper else ""
+        if paper and worst is not None:
+            diff = lambda ours, theirs: f"{100 * (ours - theirs) / abs(theirs):+.0f}%"
+            vs_paper.append(f"| {cell.env} | {cell.method} | {f0(nat)} | {paper['natural']} | {diff(nat, paper['natural'])} | {f0(worst)} "
+                            f"({NAMES[wname]}{'' if n_attacks == 6 else f', of {n_attacks}'}) | {paper['worst']} | {diff(worst, paper['worst'])} |")
         worst_txt = f"{f0(worst)} ({NAMES[wname]}{'' if n_attacks == 6 else f', of {n_attacks}'})"
         rows.append(f"| {cell.env} | {cell.method} | {seeds_txt} | {agent} | {f0(nat)} | " + " | ".join(f0(a[n]["mean"]) if n in a else "" for n in SIX)
                     + f" | {worst_txt} | {'' if rob is None else f'{rob:.2f}'} | " + " | ".join(ref) + f" | {paper_txt} |")
@@ -254,6 +259,11 @@ def build(args):
         "weaker by design, for comparison with published tables), not counted in the worst. Paper = the BARPO "
         "paper's Tables 2, 4 and 8 (medians of 17 agents). BAR-PPO 0.3 = `barppo.py --kappa 0.3`.",
         "", head, *rows, ""]
+    if vs_paper:
+        summary += ["Against the paper: the selected agent's natural and worst-case return beside the paper's (medians of 17 "
+                    "agents; ours of the seeds column above), and the difference relative to the paper's.", "",
+                    "| env | method | natural | paper | difference | worst (attack) | paper | difference |", "|---|---|---|---|---|---|---|---|",
+                    *vs_paper, ""]
     if iqm_rows:
         summary += ["Across seeds: IQM and 95% stratified-bootstrap confidence interval (rliable, "
                     f"{args.reps} resamples) of the natural return and of the worst of random, critic, MAD, RS.", "",
