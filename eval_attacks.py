@@ -69,7 +69,7 @@ class Args:
     attack_seed: int = 0
     """seed of the learned attacks' training (rs, sa_rl, pa_ad, sa_rl_ref, pa_ad_ref, action_mix) and part of their cache key"""
     batch_fits: bool = True
-    """fit the PPO-learned attacks (sa_rl, pa_ad, the _ref ones, action_mix) of several checkpoints side by side in one process (faster: benchmark/fit_speed.py); --no-batch-fits: one after another"""
+    """fit the learned attacks of the checkpoints side by side in one process (faster: benchmark/fit_speed.py; rs: one rollout collection per victim, its Q functions stacked); --no-batch-fits: one after another"""
     env_id: Optional[str] = None
     """evaluate on this env instead of the checkpoint's: the same robot, e.g. HalfCheetah-v5 for a -v4 checkpoint"""
     attack_steps: int = 10
@@ -316,16 +316,19 @@ def learned_attack(model, name, epsilon, args):
     return candidates
 
 
-SIDE_BY_SIDE = ("sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix")  # the PPO-learned attacks (rs fits Q functions by TD)
+SIDE_BY_SIDE = ("rs", "sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix")  # every learned attack
 FITTED = {}  # cache path -> the attack fit_side_by_side fitted and cached, for learned_attack to use as it is
 
 
 def fit_side_by_side(models, names, args):
-    """Fit and cache, side by side in one process (attacks.ppo_adversary.fit_many), every PPO-learned attack that the
-    checkpoints of one env still need; the evaluation then loads them as any cached fit. A fit's bits depend on its
-    victim, settings and seed only, not on the other fits beside it (or whether there are any). It is the algorithm,
-    seed and budget of the attack's own fit() (--no-batch-fits) and ends where that one does to float32 rounding after
-    its first updates; later the rounding grows as any last bit does in MuJoCo: another sample of the same fit."""
+    """Fit and cache, side by side in one process, every learned attack that the checkpoints of one env still need
+    (attacks.ppo_adversary.fit_many for the PPO-learned ones; attacks.rs.fit_many for robust Sarsa: one rollout
+    collection per victim, the Q functions of RS_GRID of every victim stacked); the evaluation then loads them as any
+    cached fit. A PPO-learned fit's bits depend on its victim, settings and seed only, not on the other fits beside it
+    (or whether there are any). Each is the algorithm, seed and budget of the attack's own fit() (--no-batch-fits) and
+    ends where that one does to float32 rounding after its first updates; later the rounding grows as any last bit
+    does in MuJoCo: another sample of the same fit."""
+    from attacks import rs
     from attacks.ppo_adversary import fit_many
 
     for name in (n for n in names if n in SIDE_BY_SIDE):
@@ -339,8 +342,9 @@ def fit_side_by_side(models, names, args):
                             todo.setdefault(cache, attack)
             if not todo:
                 continue
-            print(f"{name}: fitting {len(todo)} adversar{'y' if len(todo) == 1 else 'ies'} in one process on {env_id}", file=sys.stderr, flush=True)
-            fit_many(list(todo.values()), env_id, fit_steps(name, args, env_id), args.attack_seed, show_progress(args))
+            what = f"{len(todo)} Q function{'' if len(todo) == 1 else 's'}" if name == "rs" else f"{len(todo)} adversar{'y' if len(todo) == 1 else 'ies'}"
+            print(f"{name}: fitting {what} in one process on {env_id}", file=sys.stderr, flush=True)
+            (rs.fit_many if name == "rs" else fit_many)(list(todo.values()), env_id, fit_steps(name, args, env_id), args.attack_seed, show_progress(args))
             for cache, attack in todo.items():
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 attack.save(cache)
@@ -358,6 +362,10 @@ def fit_side_by_side(models, names, args):
 # 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same run); sa_rl_ref and action_mix (the same
 # PPO learner, not timed on its own) take sa_rl's rate.
 FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
+# Robust Sarsa side by side (attacks.rs.fit_many, the default): 3.1x the rate of one Q at a time, measured 2026-11-23
+# on the same VM under load (RS_GRID on 1 and 3 zoo Hopper-v4 victims, 50k steps, 2 epochs: 22.7 s per Q alone, 7.3
+# and 7.4 s per Q side by side; 200k steps and 30 epochs not timed).
+RS_SIDE_BY_SIDE_SPEEDUP = 3.1
 
 
 def count(n):
@@ -394,7 +402,7 @@ def announce_fits(models, names, args):
                         fail(f"{folder}: cannot write the attack cache here ({name} would train and not be saved)")
     parts, total = [], 0.0
     for name in (n for n in learned if todo[n]):
-        seconds = sum(budgets[name]) / FIT_STEPS_PER_SECOND[name]
+        seconds = sum(budgets[name]) / FIT_STEPS_PER_SECOND[name] / (RS_SIDE_BY_SIDE_SPEEDUP if name == "rs" and args.batch_fits else 1)
         total += seconds
         if name == "rs":
             fits = f"{todo[name]} Q function{'s' if todo[name] > 1 else ''} x "

@@ -13,6 +13,7 @@ Several Q's are trained (RS_GRID) and the evaluation reports the strongest, as t
 Q is learned on rewards scaled by (1 - gamma) / rms(r), so values are O(1) on every task.
 """
 import copy
+import json
 import math
 
 import gymnasium as gym
@@ -99,6 +100,118 @@ def collect(policy, env_id, steps, seed, num_envs=8, progress=None, desc=NAME):
         env.close()
     # [T, N, ...] -> [T * N, ...] (row t * N + i), trimmed to `steps`
     return {key: np.stack(v).reshape(T * num_envs, *v[0].shape[1:])[:steps] for key, v in out.items()}
+
+
+# settings a stacked fit shares across its Q functions (reg and epsilon may differ: epsilon is the attack's, not the fit's)
+STACKED = ("action_eps", "hidden_sizes", "gamma", "learning_rate", "epochs", "batch_size", "tau", "reg_steps")
+
+
+def fit_many(attacks, env_id, steps, seed=0, progress=False):
+    """Fit several RobustSarsaAttack's side by side (what eval_attacks.py does; fit() one at a time is the reference):
+    each victim's rollouts are collected once (every Q of a victim trains on the same `collect(..., seed)` data, as
+    its own fit() would collect it), and the Q functions of each group of equal STACKED settings train as one stacked
+    network: batched matmuls over the Q functions, one Adam on the stacked weights (elementwise, so each Q's update is
+    its own), each Q's minibatch order and PGD starts from its own generator in the order fit() draws them. Each Q
+    ends where its own fit() ends to float32 rounding (the sign steps of the regularizer's PGD can amplify a last-bit
+    difference: another sample of the same fit)."""
+    data = {}  # (victim, num_envs) -> (collected data, reward scale)
+    for attack in attacks:
+        key = (policy_hash(attack.policy), attack.settings["num_envs"])
+        if key not in data:
+            d = collect(attack.policy, env_id, steps, seed, attack.settings["num_envs"], progress, f"{NAME} collecting ({len(data) + 1})")
+            data[key] = (d, (1.0 - attack.settings["gamma"]) / max(float(np.sqrt(np.mean(d["r"] ** 2))), 1e-8))
+    same = {}  # attacks whose fits are identical (they differ in epsilon only): fitted once
+    for attack in attacks:
+        key = (policy_hash(attack.policy), json.dumps({k: v for k, v in attack.settings.items() if k != "epsilon"}, sort_keys=True))
+        same.setdefault(key, []).append(attack)
+    groups = {}
+    for twins in same.values():
+        groups.setdefault(tuple(str(twins[0].settings[k]) for k in STACKED), []).append(twins[0])
+    for group in groups.values():
+        _fit_stacked(group, [data[(policy_hash(a.policy), a.settings["num_envs"])] for a in group], seed, progress)
+    for first, *rest in same.values():
+        for attack in rest:
+            attack.q, attack.reward_scale, attack.log, attack.fitted = copy.deepcopy(first.q), first.reward_scale, first.log, True
+
+
+def _fit_stacked(group, datas, seed, progress):
+    s, K = group[0].settings, len(group)
+    victims = {}  # one copy of each victim's data; row k of the stack reads victim vidx[k]'s
+    vidx = torch.tensor([victims.setdefault(id(d), len(victims)) for d, _ in datas], dtype=torch.long)
+    unique = {id(d): d for d, _ in datas}
+    stack = lambda key: torch.from_numpy(np.stack([unique[i][key] for i in victims]).astype(np.float32))  # [V, n, ...]
+    x, a, x2, a2, terminal, r = (stack(k) for k in ("x", "a", "x2", "a2", "terminal", "r"))
+    scales = [scale for _, scale in datas]
+    qs = []
+    for _ in group:  # each Q initialized as its own fit() initializes it
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            qs.append(QNet(group[0].obs_dim, group[0].act_dim, tuple(s["hidden_sizes"])))
+    n_layers = len(qs[0].q.layers)
+    # layer j: weight [K, in, out] (transposed, for baddbmm), bias [K, 1, out]
+    params = [torch.stack([q.q.layers[j].weight.detach().T for q in qs]).contiguous().requires_grad_(True) for j in range(n_layers)]
+    params += [torch.stack([q.q.layers[j].bias.detach() for q in qs]).unsqueeze(1).contiguous().requires_grad_(True) for j in range(n_layers)]
+    target = [p.detach().clone() for p in params]
+    optimizer = torch.optim.Adam(params, lr=s["learning_rate"])
+    gens = [torch.Generator().manual_seed(seed) for _ in group]
+    regs = torch.tensor([a.settings["reg"] for a in group], dtype=torch.float32)
+    robust = [k for k in range(K) if group[k].settings["reg"] > 0]
+    R = torch.tensor(robust, dtype=torch.long)
+
+    def qf(ps, xs, acts):  # the stacked Q: [K', b, obs], [K', b, act] -> [K', b]
+        h = torch.cat([xs, acts], dim=2)
+        for j in range(n_layers - 1):
+            h = torch.tanh(torch.baddbmm(ps[n_layers + j], h, ps[j]))
+        return torch.baddbmm(ps[2 * n_layers - 1], h, ps[n_layers - 1]).squeeze(2)
+
+    n, bs, radius, steps_pgd = x.shape[1], s["batch_size"], s["action_eps"], s["reg_steps"]
+    updates = s["epochs"] * math.ceil(n / bs)
+    pbar = FitProgress(progress, updates * K, f"{NAME} TD ({K} Q functions side by side)", unit="updates")
+    logs = [[] for _ in group]
+    rows = vidx.view(K, 1)
+    r_scale = torch.tensor(scales, dtype=torch.float32).view(K, 1)  # each Q's rewards scaled as its own fit() scales them
+    for epoch in range(s["epochs"]):
+        perm = torch.stack([torch.randperm(n, generator=g) for g in gens])  # [K, n]
+        td_sum, reg_sum = torch.zeros(K), torch.zeros(K)
+        for start in range(0, n, bs):
+            mb = perm[:, start:start + bs]
+            xb, ab = x[rows, mb], a[rows, mb]
+            with torch.no_grad():
+                y = r[rows, mb] * r_scale + s["gamma"] * (1.0 - terminal[rows, mb]) * qf(target, x2[rows, mb], a2[rows, mb])
+            q_sa = qf(params, xb, ab)
+            td = ((q_sa - y) ** 2).mean(1)
+            loss = td.sum()
+            if robust:
+                sub = [p[R] for p in params]
+                xr, ar, q_r = xb[R], ab[R], q_sa[R]
+                start_noise = torch.stack([torch.rand(ar.shape[1:], generator=gens[k]) for k in robust])
+                a_adv = ar + radius * (2 * start_noise - 1)
+                for _ in range(steps_pgd):  # as _worst_action, for every robust Q at once
+                    a_adv.requires_grad_(True)
+                    (grad,) = torch.autograd.grad(((qf([p.detach() for p in sub], xr, a_adv) - q_r.detach()) ** 2).sum(), a_adv)
+                    a_adv = ar + (a_adv.detach() + 2.5 * radius / steps_pgd * grad.sign() - ar).clamp(-radius, radius)
+                reg_loss = ((qf(sub, xr, a_adv.detach()) - q_r) ** 2).mean(1)
+                loss = loss + (regs[R] * reg_loss).sum()
+                reg_sum[R] += reg_loss.detach()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for p_t, p in zip(target, params):
+                    p_t.lerp_(p, s["tau"])
+            td_sum += td.detach()
+        batches = math.ceil(n / bs)
+        for k in range(K):
+            logs[k].append(dict(epoch=epoch, td_loss=float(td_sum[k]) / batches, reg_loss=float(reg_sum[k]) / batches))
+        pbar.update(batches * K, td_loss=f"{float(td_sum.mean()) / batches:.4f}")
+    pbar.close()
+    for k, attack in enumerate(group):
+        q = QNet(attack.obs_dim, attack.act_dim, tuple(s["hidden_sizes"]))
+        with torch.no_grad():
+            for j, layer in enumerate(q.q.layers):
+                layer.weight.copy_(params[j][k].T)
+                layer.bias.copy_(params[n_layers + j][k, 0])
+        attack.q, attack.reward_scale, attack.log, attack.fitted = q.requires_grad_(False), scales[k], logs[k], True
 
 
 class RobustSarsaAttack:

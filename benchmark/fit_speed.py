@@ -1,8 +1,10 @@
-"""Wall-clock of the PPO-learned attacks' fits, one after another (each attack's fit(), the reference) and side by side
-in one process (attacks.ppo_adversary.fit_many, what eval_attacks.py does for several checkpoints), against the zoo's
-Hopper-v4 agents; fits alternate between the two ways so that background load hits both alike.
+"""Wall-clock of the learned attacks' fits, one after another (each attack's fit(), the reference) and side by side
+in one process (attacks.ppo_adversary.fit_many, or attacks.rs.fit_many for robust Sarsa: what eval_attacks.py does),
+against the zoo's Hopper-v4 agents; fits alternate between the two ways so that background load hits both alike.
+Robust Sarsa fits the Q functions of RS_GRID per victim (its evaluation's grid).
 
     python benchmark/fit_speed.py --attack action_mix --steps 20480 --repeats 3
+    python benchmark/fit_speed.py --attack rs --steps 20480 --repeats 2
 """
 import json
 import os
@@ -18,16 +20,17 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from attacks import rs  # noqa: E402
 from attacks.checkpoint import load_checkpoint  # noqa: E402
 from attacks.ppo_adversary import fit_many  # noqa: E402
 
 
 @dataclass
 class Args:
-    attack: Literal["sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix"] = "action_mix"
+    attack: Literal["rs", "sa_rl", "pa_ad", "sa_rl_ref", "pa_ad_ref", "action_mix"] = "action_mix"
     """which learned attack"""
     victims: tuple[str, ...] = ("ppo_continuous", "barppo", "sappo")
-    """zoo agents (Hopper-v4) to fit against, one fit each"""
+    """zoo agents (Hopper-v4) to fit against, one fit each (rs: one per entry of RS_GRID)"""
     steps: int = 20480
     """env steps per fit"""
     repeats: int = 3
@@ -37,10 +40,11 @@ class Args:
 
 
 def make(name, policy):
+    """The attacks eval_attacks.py fits for one victim: one, or robust Sarsa's grid."""
     from eval_attacks import Args as EvalArgs
     from eval_attacks import make_attack
 
-    return make_attack(name, policy, 0.075, EvalArgs(model=("x",)))[0][1]
+    return [attack for _, attack in make_attack(name, policy, 0.075, EvalArgs(model=("x",)))]
 
 
 def main(args):
@@ -50,14 +54,16 @@ def main(args):
     for rep in range(args.repeats):
         t = time.time()
         for v in victims:
-            make(args.attack, v).fit("Hopper-v4", args.steps, seed=rep)
+            for attack in make(args.attack, v):
+                attack.fit("Hopper-v4", args.steps, seed=rep)
         seconds["one after another"].append(round(time.time() - t, 2))
         t = time.time()
-        fit_many([make(args.attack, v) for v in victims], "Hopper-v4", args.steps, seed=rep)
+        (rs.fit_many if args.attack == "rs" else fit_many)([a for v in victims for a in make(args.attack, v)], "Hopper-v4", args.steps, seed=rep)
         seconds["side by side"].append(round(time.time() - t, 2))
         print(f"run {rep + 1}: " + ", ".join(f"{k} {v[-1]} s" for k, v in seconds.items()), flush=True)
     a, b = (statistics.median(v) for v in seconds.values())
-    print(f"{args.attack}, {len(victims)} fits of {args.steps} steps: median {a:.1f} s one after another, {b:.1f} s side by side: {a / b:.2f}x")
+    fits = len(victims) * len(make(args.attack, victims[0]))
+    print(f"{args.attack}, {fits} fits of {args.steps} steps: median {a:.1f} s one after another, {b:.1f} s side by side: {a / b:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(attack=args.attack, victims=list(args.victims), steps=args.steps, seconds=seconds), f, indent=1)

@@ -743,3 +743,42 @@ def test_cli_fits_several_checkpoints_side_by_side_then_loads(tmp_path):
         shutil.rmtree(model + ".attacks")
     alone = run("eval_attacks.py", "--model", *models, *flags, "--no-batch-fits", cwd=tmp_path, timeout=600)
     assert alone.returncode == 0 and alone.stderr.count("action_mix: trained and cached") == 2 and "in one process" not in alone.stderr
+
+
+def test_rs_side_by_side_fits_end_where_fits_alone_do(monkeypatch):
+    """Robust Sarsa side by side (attacks.rs.fit_many): two real victims x RS_GRID as one stacked fit end where each
+    Q's own fit() does to float32 rounding, and bit for bit as the same grid side by side without the other victim;
+    each victim's rollouts are collected once; a fit that differs only in epsilon is the same Q, fitted once."""
+    victims = zoo_victims()[:2]
+    make = lambda eps=EPS: [RobustSarsaAttack(v, eps, epochs=2, **g) for v in victims for g in rs.RS_GRID]
+    alone = [attack.fit(ENV, 1500, seed=5) for attack in make()]
+    calls = []
+    collect = rs.collect
+    monkeypatch.setattr(rs, "collect", lambda *a, **k: calls.append(a[0]) or collect(*a, **k))
+    together, twins = make(), make(2 * EPS)
+    rs.fit_many(together + twins, ENV, 1500, seed=5)
+    assert len(calls) == 2 and {policy_hash(p) for p in calls} == {policy_hash(v) for v in victims}
+    for a, b, twin in zip(alone, together, twins):
+        assert b.fitted and twin.fitted and b.reward_scale == a.reward_scale and twin.epsilon == 2 * EPS
+        for key, value in a.q.state_dict().items():
+            assert torch.allclose(value, b.q.state_dict()[key], rtol=0, atol=1e-5), (a.label, key)
+            assert torch.equal(b.q.state_dict()[key], twin.q.state_dict()[key])
+        assert np.allclose([e["td_loss"] for e in a.log], [e["td_loss"] for e in b.log], rtol=1e-4)
+    assert any(not torch.equal(x, y) for x, y in zip(together[0].q.state_dict().values(), together[1].q.state_dict().values()))  # reg 0 vs 0.1
+    company = [RobustSarsaAttack(victims[1], EPS, epochs=2, **g) for g in rs.RS_GRID]  # the second victim's grid on its own
+    rs.fit_many(company, ENV, 1500, seed=5)
+    for a, b in zip(company, together[len(rs.RS_GRID):]):  # bit for bit: a fit's company does not change it
+        assert all(torch.equal(x, y) for x, y in zip(a.q.state_dict().values(), b.q.state_dict().values()))
+
+
+def test_cli_fits_the_rs_grid_side_by_side_then_loads(tmp_path):
+    shutil.copy(os.path.join(ROOT, "zoo", f"ppo_continuous__{ENV}.safetensors"), tmp_path)
+    model = str(tmp_path / f"ppo_continuous__{ENV}.safetensors")
+    flags = ("--model", model, "--attacks", "rs", "--rs-steps", 1024, "--episodes", 1, "--progress", "False", "--json", tmp_path / "rs.json")
+    first = run("eval_attacks.py", *flags, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"rs: fitting {len(rs.RS_GRID)} Q functions in one process on {ENV}" in first.stderr
+    assert first.stderr.count("rs: trained and cached") == len(rs.RS_GRID) == len(os.listdir(model + ".attacks"))
+    again = run("eval_attacks.py", *flags, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("loaded") == len(rs.RS_GRID) and "in one process" not in again.stderr
+    assert "rs" in json.loads((tmp_path / "rs.json").read_text())["results"][0]["attacks"]
