@@ -349,7 +349,7 @@ def fit_side_by_side(models, names, args):
                 os.makedirs(os.path.dirname(cache), exist_ok=True)
                 attack.save(cache)
                 FITTED[cache] = attack
-                print(f"{name}: trained and cached {cache}", file=sys.stderr, flush=True)
+                print(f"{attack.label if name == 'rs' else name}: trained and cached {cache}", file=sys.stderr, flush=True)
 
 
 # Fit speed of each learned attack in its --*-steps per second of wall-clock (robust Sarsa: per Q function, data
@@ -362,10 +362,9 @@ def fit_side_by_side(models, names, args):
 # 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same run); sa_rl_ref and action_mix (the same
 # PPO learner, not timed on its own) take sa_rl's rate.
 FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
-# Robust Sarsa side by side (attacks.rs.fit_many, the default): 3.1x the rate of one Q at a time, measured 2026-11-23
-# on the same VM under load (RS_GRID on 1 and 3 zoo Hopper-v4 victims, 50k steps, 2 epochs: 22.7 s per Q alone, 7.3
-# and 7.4 s per Q side by side; 200k steps and 30 epochs not timed).
-RS_SIDE_BY_SIDE_SPEEDUP = 3.1
+# Robust Sarsa side by side (attacks.rs.fit_many, the default): 2.5x the rate of one Q at a time (benchmark/fit_speed.py
+# --attack rs, RESULTS "Speed: learned attacks fitted side by side"; 3.1x in a shorter check of 50k steps x 2 epochs).
+RS_SIDE_BY_SIDE_SPEEDUP = 2.5
 
 
 def count(n):

@@ -118,7 +118,7 @@ def fit_many(attacks, env_id, steps, seed=0, progress=False):
     for attack in attacks:
         key = (policy_hash(attack.policy), attack.settings["num_envs"])
         if key not in data:
-            d = collect(attack.policy, env_id, steps, seed, attack.settings["num_envs"], progress, f"{NAME} collecting ({len(data) + 1})")
+            d = collect(attack.policy, env_id, steps, seed, attack.settings["num_envs"], progress, f"{NAME} collecting")
             data[key] = (d, (1.0 - attack.settings["gamma"]) / max(float(np.sqrt(np.mean(d["r"] ** 2))), 1e-8))
     same = {}  # attacks whose fits are identical (they differ in epsilon only): fitted once
     for attack in attacks:
@@ -166,7 +166,7 @@ def _fit_stacked(group, datas, seed, progress):
 
     n, bs, radius, steps_pgd = x.shape[1], s["batch_size"], s["action_eps"], s["reg_steps"]
     updates = s["epochs"] * math.ceil(n / bs)
-    pbar = FitProgress(progress, updates * K, f"{NAME} TD ({K} Q functions side by side)", unit="updates")
+    pbar = FitProgress(progress, updates * K, f"{NAME} TD", unit="updates")  # the updates of all K Q functions
     logs = [[] for _ in group]
     rows = vidx.view(K, 1)
     r_scale = torch.tensor(scales, dtype=torch.float32).view(K, 1)  # each Q's rewards scaled as its own fit() scales them
