@@ -778,7 +778,8 @@ def test_cli_fits_the_rs_grid_side_by_side_then_loads(tmp_path):
     first = run("eval_attacks.py", *flags, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"rs: fitting {len(rs.RS_GRID)} Q functions in one process on {ENV}" in first.stderr
-    assert first.stderr.count("rs: trained and cached") == len(rs.RS_GRID) == len(os.listdir(model + ".attacks"))
+    labels = re.findall(r"^(rs\[reg=[\d.]+\]): trained and cached ", first.stderr, re.M)  # each Q's own line
+    assert sorted(labels) == sorted(rs.label(g) for g in rs.RS_GRID) and len(os.listdir(model + ".attacks")) == len(rs.RS_GRID)
     again = run("eval_attacks.py", *flags, cwd=tmp_path, timeout=600)
     assert again.returncode == 0 and again.stderr.count("loaded") == len(rs.RS_GRID) and "in one process" not in again.stderr
     assert "rs" in json.loads((tmp_path / "rs.json").read_text())["results"][0]["attacks"]
