@@ -56,6 +56,11 @@ class QNet(nn.Module):
         return forward_invariant(self.q, torch.cat([x, a], dim=1)).view(-1)
 
 
+def reward_scale(r, gamma):
+    """(1 - gamma) / rms(r): Q learns on rewards of this scale, so its values are O(1) on every task."""
+    return (1.0 - gamma) / max(float(np.sqrt(np.mean(r ** 2))), 1e-8)
+
+
 def sarsa_targets(q, r, x2, a2, terminal, gamma):
     """TD(0) Sarsa targets r + gamma * Q(s', a') for the true successors (s', a'); no bootstrap after a termination."""
     with torch.no_grad():
@@ -119,7 +124,7 @@ def fit_many(attacks, env_id, steps, seed=0, progress=False):
         key = (policy_hash(attack.policy), attack.settings["num_envs"])
         if key not in data:
             d = collect(attack.policy, env_id, steps, seed, attack.settings["num_envs"], progress, f"{NAME} collecting")
-            data[key] = (d, (1.0 - attack.settings["gamma"]) / max(float(np.sqrt(np.mean(d["r"] ** 2))), 1e-8))
+            data[key] = (d, reward_scale(d["r"], attack.settings["gamma"]))
     same = {}  # attacks whose fits are identical (they differ in epsilon only): fitted once
     for attack in attacks:
         key = (policy_hash(attack.policy), json.dumps({k: v for k, v in attack.settings.items() if k != "epsilon"}, sort_keys=True))
@@ -237,7 +242,7 @@ class RobustSarsaAttack:
         reported per phase (collecting: env steps; TD: minibatch updates, 60-90% of the time)."""
         s = self.settings
         data = collect(self.policy, env_id, steps, seed, s["num_envs"], progress, f"{self.label} collecting")
-        scale = (1.0 - s["gamma"]) / max(float(np.sqrt(np.mean(data["r"] ** 2))), 1e-8)
+        scale = reward_scale(data["r"], s["gamma"])
         x, a, x2, a2 = (torch.from_numpy(data[k]) for k in ("x", "a", "x2", "a2"))
         r, terminal = torch.from_numpy(data["r"] * np.float32(scale)), torch.from_numpy(data["terminal"])
         with torch.random.fork_rng():  # a fresh Q from `seed`, without touching the caller's RNG

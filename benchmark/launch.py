@@ -185,11 +185,8 @@ def resumable(script, env, seeds, extra, out):
 
 
 def digest(path):
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def to_park(folder, collected):
