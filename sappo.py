@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+from gymnasium.envs.mujoco import MujocoEnv
 
 from envs import quiet_warnings
 
@@ -206,6 +207,8 @@ def make_env(env_id, seed):
         env = gym.make(env_id)
         if not isinstance(env.action_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
             fail(f"{env_id} needs a Box action space and flat observations")
+        if not isinstance(env.unwrapped, MujocoEnv):  # every save holds the simulator's state, for --resume
+            fail(f"{env_id} is not a MuJoCo env: the checkpoints save MuJoCo's state to resume from")
         env.action_space.seed(seed)
         return env
 

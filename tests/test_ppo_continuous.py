@@ -216,6 +216,7 @@ TINY = ("--env-id", "Hopper-v4", "--total-timesteps", 128, "--num-steps", 64, "-
     "args, message",
     [
         (["--env-id", "NoSuchEnv-v0"], "unknown env id"),
+        (["--env-id", "Pendulum-v1"], "Pendulum-v1 is not a MuJoCo env"),
         (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
         (["--num-minibatches", "7"], "does not divide the batch size 64"),
         (["--learning-rate", "0"], "--learning-rate must be positive"),
