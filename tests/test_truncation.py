@@ -1,6 +1,7 @@
 """The training loop's time-limit bootstrap, end to end in every training script: an episode cut by the time limit
 gets gamma * V(its final observation) added to its last reward, a terminated one gets nothing (also when both flags
-are set at once), and GAE sees every episode end. Runs one rollout of each script's own main block on a toy env in
+are set at once), and GAE sees every episode end; two_timescale_adv's attacker the same through its own critic. Runs
+one rollout of each script's own main block on a toy env in
 this process, with compute_gae wrapped to see what the loop hands it."""
 import os
 import signal
@@ -52,8 +53,9 @@ def run_one_rollout(script, tmp_path, monkeypatch, extra=()):
     compute_gae = ns["compute_gae"]
 
     def recording_gae(rewards, values, ends, next_value, gamma, gae_lambda):
+        net = ns["agent"] if not seen else ns["adversary"]  # two_timescale_adv: the victim's GAE, then its attacker's
         with torch.no_grad():  # the critic as the loop used it, before this iteration's update
-            critic = [ns["agent"].get_value(torch.from_numpy(out)[None, None], seed=seed).item() for _, seed, out in normalized]
+            critic = [net.get_value(torch.from_numpy(out)[None, None], seed=seed).item() for _, seed, out in normalized]
         seen.append(dict(rewards=rewards.copy(), ends=ends.copy(), gamma=gamma, critic=critic))
         return compute_gae(rewards, values, ends, next_value, gamma, gae_lambda)
 
@@ -82,15 +84,22 @@ def run_one_rollout(script, tmp_path, monkeypatch, extra=()):
     return ns, seen, normalized
 
 
-SCRIPTS = [("ppo_continuous.py", ()), ("sappo.py", ("--epsilon", "0.1")), ("arppo.py", ("--epsilon", "0.1")),
-           ("barppo.py", ("--epsilon", "0.1")), ("pruned_ppo.py", ("--epsilon", "0.1")), ("two_timescale_adv.py", ("--defense", "none"))]
+# (script, flags, GAE calls per iteration: two_timescale_adv's attacker has its own, bootstrapped by its own critic)
+SCRIPTS = [("ppo_continuous.py", (), 1), ("sappo.py", ("--epsilon", "0.1"), 1), ("arppo.py", ("--epsilon", "0.1"), 1),
+           ("barppo.py", ("--epsilon", "0.1"), 1), ("pruned_ppo.py", ("--epsilon", "0.1"), 1),
+           ("two_timescale_adv.py", ("--defense", "none"), 1), ("two_timescale_adv.py", ("--defense", "single"), 2)]
 
 
-@pytest.mark.parametrize("script,extra", SCRIPTS, ids=[s for s, _ in SCRIPTS])
-def test_time_limit_bootstraps_from_the_final_observation(tmp_path, monkeypatch, script, extra):
+@pytest.mark.parametrize("script,extra,calls", SCRIPTS, ids=[" ".join((s, *e)) for s, e, _ in SCRIPTS])
+def test_time_limit_bootstraps_from_the_final_observation(tmp_path, monkeypatch, script, extra, calls):
     ns, seen, normalized = run_one_rollout(script, tmp_path, monkeypatch, extra)
-    assert len(seen) == 1, "one iteration, one GAE call"
-    rewards, ends, gamma = seen[0]["rewards"], seen[0]["ends"], seen[0]["gamma"]  # [step, seed, env]
+    assert len(seen) == calls, "one iteration: one GAE call per learner"
+    for call in seen:
+        check_bootstrap(ns, call, normalized)
+
+
+def check_bootstrap(ns, call, normalized):
+    rewards, ends, gamma = call["rewards"], call["ends"], call["gamma"]  # [step, seed, env]
     cut = 0
     for n, envs_n in enumerate(ns["envs"]):
         for i, env in enumerate(envs_n):
@@ -106,7 +115,7 @@ def test_time_limit_bootstraps_from_the_final_observation(tmp_path, monkeypatch,
                 # normalized with this seed's statistics, through this seed's critic
                 (k,) = [k for k, (x, _, _) in enumerate(normalized) if np.array_equal(x, o)]
                 assert normalized[k][1] == n
-                v = seen[0]["critic"][k]
+                v = call["critic"][k]
                 assert v != 0.0
                 assert rewards[t, n, i] == pytest.approx(gamma * v, rel=1e-5, abs=1e-6), (t, n, i)
     # 2 seeds x 2 envs x 40 steps in cycles of episodes of 5 (cut), 3 and 5 (terminated) steps: 3 cycles per env
