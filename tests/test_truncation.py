@@ -1,8 +1,8 @@
 """The training loop's time-limit bootstrap, end to end in every training script: an episode cut by the time limit
 gets gamma * V(its final observation) added to its last reward, a terminated one gets nothing (also when both flags
 are set at once), and GAE sees every episode end; two_timescale_adv's attacker the same through its own critic. Runs
-one rollout of each script's own main block on a toy env in
-this process, with compute_gae wrapped to see what the loop hands it."""
+one rollout of each script's own main block on a toy env in this process, with compute_gae wrapped to see what the
+loop hands it."""
 import os
 import signal
 import sys
