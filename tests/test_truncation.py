@@ -12,9 +12,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from gymnasium.envs.mujoco.inverted_pendulum_v4 import InvertedPendulumEnv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME_LIMIT = 5
 
 
