@@ -5,6 +5,7 @@
 #
 #     bash benchmark/grids/prmdp.sh Hopper-v4          # one env per core: run HalfCheetah-v4 beside it
 #     PY=.venv/bin/python bash benchmark/grids/prmdp.sh HalfCheetah-v4
+#     TRAIN_EPS=0.3 DEFENSES=min_oracle bash benchmark/grids/prmdp.sh HalfCheetah-v4  # one group: split an env over cores
 #
 # Re-running continues where it stopped: launch.py skips finished processes and resumes interrupted ones, an
 # evaluation whose JSON exists is skipped, and the learned attackers are cached next to the checkpoints; also on
@@ -17,14 +18,16 @@ ENV=${1:?usage: prmdp.sh ENV_ID}
 BUDGETS="0.1 0.3"
 ORACLE_ITERS=3  # min_oracle: attacker-only PPO iterations per victim iteration (its approximate best response); the file
                 # names do not carry it: to try another, change it here and move the earlier results away
+TRAIN_EPS=${TRAIN_EPS:-$BUDGETS}  # the victims' training budgets to run here (each group is still attacked at all of BUDGETS)
+DEFENSES=${DEFENSES:-two_timescale single min_oracle}
 mkdir -p benchmark/results/prmdp benchmark/results/curves
 
 for attack in $BUDGETS; do  # the undefended baseline: the PPO zoo agent
   out=benchmark/results/prmdp/none__${ENV}__vs$attack.json
   [ -f "$out" ] || $PY eval_attacks.py --model zoo/ppo_continuous__$ENV.safetensors --attacks action_mix --eps-pi "$attack" --json "$out"
 done
-for eps in $BUDGETS; do
-  for defense in two_timescale single min_oracle; do  # each victim group is attacked right after it trains: its rows
+for eps in $TRAIN_EPS; do
+  for defense in $DEFENSES; do  # each victim group is attacked right after it trains: its rows
     extra="--defense $defense --eps-pi $eps --exp-name tt-$defense-eps$eps"  # land before the next (slower) group trains
     [ "$defense" = min_oracle ] && extra="$extra --oracle-iters $ORACLE_ITERS"
     tag="__${defense}__eps_pi$eps"
