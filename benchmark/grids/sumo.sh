@@ -46,13 +46,14 @@ train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's c
   else
     $PY two_timescale_adv.py --env-id $ENV --seed 1 --num-seeds 3 --exp-name "$exp" $EXTRA_TRAIN $flags > "$log" 2>&1
   fi
-  # the run ends with one "seed k: benign policy saved to B; model saved to M" line per seed ("... from B" with --benign)
+  # the run ends with one "seed k: benign policy saved to B; model saved to M" line per seed ("... from B" with --benign);
+  # the last three: a finished run resumed after a failed copy prints them again into the same log
   local seed=1
   while read -r benign model; do
     [ "$name" = benign ] && cp "$benign" "$CK/two_timescale_adv__benign__${ENV}__$seed.safetensors"
     [ "$name" = benign ] || cp "$model" "$CK/two_timescale_adv__${name}__${ENV}__$seed.safetensors"
     seed=$((seed + 1))
-  done < <(sed -n 's/^seed [0-9]*: benign policy \(saved to\|from\) \(.*\); model saved to \(.*\)$/\2 \3/p' "$log")
+  done < <(sed -n 's/^seed [0-9]*: benign policy \(saved to\|from\) \(.*\); model saved to \(.*\)$/\2 \3/p' "$log" | tail -n 3)
   [ $seed = 4 ] || { echo "error: $log does not name the 3 seeds' checkpoints" >&2; exit 1; }
 }
 
