@@ -40,6 +40,16 @@ def test_even_count_takes_the_lower_middle():
     assert report.select_median(results)[0] == 1
 
 
+def test_iqm_is_rliables_aggregate_iqm_bit_for_bit():
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 5, 7, 10, 50):
+        for _ in range(20):
+            x = rng.normal(1000, 800, size=(n, 1)) * rng.choice([1e-3, 1, 1e3])
+            assert report.iqm(x) == metrics.aggregate_iqm(x)
+
+
 def test_iqm_interval():
     values = [10.0, 200.0, 210.0, 220.0, 5000.0]
     point, lo, hi = report.iqm_ci(values, reps=2000)
