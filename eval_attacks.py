@@ -645,8 +645,8 @@ def wandb_labels(meta):
     if script in ("arppo", "barppo") and not a.get("guidance", True):
         group, tags = group + "__nog", tags + ["no-guidance"]
     if script == "pruned_ppo":
-        group += f"__{a.get('prune_method')}{a.get('target_sparsity')}"
-        tags += [f"prune={a.get('prune_method')}", f"sparsity={a.get('target_sparsity')}"]
+        group += f"__{a.get('prune_method')}{a.get('target_sparsity')}" + ("" if a.get("prune_interval", 10) == 10 else f"__interval{a.get('prune_interval')}")
+        tags += [f"prune={a.get('prune_method')}", f"sparsity={a.get('target_sparsity')}", f"interval={a.get('prune_interval', 10)}"]
     if script == "two_timescale_adv":
         group += f"__{a.get('defense')}__eps_pi{a.get('eps_pi')}"
         tags += [f"defense={a.get('defense')}", f"eps_pi={a.get('eps_pi')}"]

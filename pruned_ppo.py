@@ -674,7 +674,9 @@ def load_resume(cli):
 
 def wandb_labels(args):
     """W&B group and tags: a report groups the seeds of one configuration and compares configurations by tag."""
-    return args.wandb_group or f"{args.env_id}__{args.exp_name}__kappa{args.kappa}__{args.prune_method}{args.target_sparsity}", [args.exp_name, args.env_id, f"kappa={args.kappa}", f"eps={args.epsilon}", f"prune={args.prune_method}", f"sparsity={args.target_sparsity}"]
+    # the interval only when not the default, as the grid names its results (magnitude0.5__interval1)
+    interval = "" if args.prune_interval == 10 else f"__interval{args.prune_interval}"
+    return args.wandb_group or f"{args.env_id}__{args.exp_name}__kappa{args.kappa}__{args.prune_method}{args.target_sparsity}{interval}", [args.exp_name, args.env_id, f"kappa={args.kappa}", f"eps={args.epsilon}", f"prune={args.prune_method}", f"sparsity={args.target_sparsity}", f"interval={args.prune_interval}"]
 
 
 class Interrupt:
@@ -798,7 +800,7 @@ if __name__ == "__main__":
     prune_gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])) for seed in seeds]
     random_scores = [torch.stack([torch.rand(layer.weight.shape[1:], generator=g) for g in prune_gens]) for _, layer in prunable]
     total_steps, prune_step = args.num_iterations * args.update_epochs * args.num_minibatches, 0
-    surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])
+    surrogate_dense = None  # the actor's surrogate just before the last mask update's masking (none yet: the masked one)
 
     # ALGO Logic: Storage setup (normalized observations, as the actor saw them) [step, seed, env, ...]
     obs = np.zeros((args.num_steps, N, args.num_envs, obs_dim), dtype=np.float32)
@@ -1037,8 +1039,8 @@ if __name__ == "__main__":
             "robust/loss": robust_loss.detach(),
             "prune/sparsity": sum((1 - m).flatten(1).sum(1) for m in masks) / max(1, sum(m[0].numel() for m in masks)) if masks else 0.0,
             **{f"prune/sparsity_{name.removesuffix('.weight')}": 1 - m.flatten(1).mean(1) for (name, _), m in zip(prunable, masks)},
-            "prune/surrogate_masked": lipschitz_surrogate([layer.weight for layer in agent.actor.layers]),
-            "prune/surrogate_dense": surrogate_dense,
+            "prune/surrogate_masked": (surrogate_masked := lipschitz_surrogate([layer.weight for layer in agent.actor.layers])),
+            "prune/surrogate_dense": surrogate_masked if surrogate_dense is None else surrogate_dense,
             "charts/SPS": sps,
         }
         for tag, value in metrics.items():  # per-seed tensors and arrays go to their seed's run, numbers to all

@@ -497,34 +497,81 @@ def mean_se(x):
     return float(np.mean(x)), float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
+def seeds_of(config):
+    return {seed_of(r["model"]) for r in config["results"]}
+
+
+def restrict(config, seeds):
+    """The configuration with only the given seeds' results."""
+    return {**config, "results": [r for r in config["results"] if seed_of(r["model"]) in seeds]}
+
+
+def normalized(config, dense):
+    """Each seed's clean return and each attack's return divided by the dense agent's mean (the paper normalizes "for
+    each attack", Table 3), as (clean [seeds], {attack: [seeds]}). An attack under which the dense agent's mean return
+    is <= 0 has no meaningful ratio and is left out (normalized_out names them)."""
+    nat, _, _, att = per_seed(config)
+    d_nat, _, _, d_att = per_seed(dense)
+    return nat / d_nat.mean(), {a: att[a] / d_att[a].mean() for a in att if a in d_att and d_att[a].mean() > 0}
+
+
+def normalized_out(dense):
+    _, _, _, d_att = per_seed(dense)
+    return [a for a in d_att if d_att[a].mean() <= 0]
+
+
+def robust_scores(config, dense):
+    """(normalized clean, normalized robust avg, normalized robust worst): the mean over seeds of the clean ratio, the mean
+    over attacks of each attack's mean ratio, and the lowest of those attack ratios (the paper's Table 2 columns)."""
+    clean, att = normalized(config, dense)
+    per_attack = [float(v.mean()) for v in att.values()] or [float("nan")]
+    return float(clean.mean()), float(np.mean(per_attack)), float(np.min(per_attack))
+
+
 def sweet_spot(configs, dense):
     """The paper's Table 2: the sparsity (> 0) maximizing the mean of normalized clean and normalized robust return
-    (robust = the mean over the four attacks; normalized by the dense agent's means). Returns (config, clean, robust)."""
-    d_nat, _, d_avg, _ = per_seed(dense)
+    (robust = the mean over the four attacks of each attack's return normalized by the dense agent's mean under it).
+    Returns (config, clean, robust avg, robust worst); ties go to the smaller sparsity."""
     best = None
-    for c in configs:
-        nat, _, avg, _ = per_seed(c)
-        clean, robust = nat.mean() / d_nat.mean(), avg.mean() / d_avg.mean()
+    for c in sorted(configs, key=lambda c: c["sparsity"]):
+        clean, robust, worst = robust_scores(c, dense)
         if best is None or (clean + robust) / 2 > (best[1] + best[2]) / 2:
-            best = (c, clean, robust)
+            best = (c, clean, robust, worst)
     return best
 
 
 def worst_seed_summary(configs, dense):
     """The paper's Table 3: for each attack its own sweet spot (the sparsity with the highest mean over seeds), the
     worst seed's return there, averaged over the attacks (absolute, and each normalized by the dense agent's worst
-    seed under that attack); the pruning % reported is the mode of the attack-wise sweet spots (ties: the smaller)."""
+    seed under that attack; attacks whose dense worst seed is <= 0 are left out of the normalized mean); the pruning %
+    reported is the mode of the attack-wise sweet spots (ties: the smaller)."""
     _, _, _, d_att = per_seed(dense)
     spots, absolute, normalized = [], [], []
     for a in d_att:
-        c = max(configs, key=lambda c: per_seed(c)[3][a].mean())
+        c = max(sorted(configs, key=lambda c: c["sparsity"]), key=lambda c: per_seed(c)[3][a].mean())
         spots.append(c["sparsity"])
         worst = per_seed(c)[3][a].min()
         absolute.append(worst)
-        normalized.append(worst / d_att[a].min())
+        if d_att[a].min() > 0:
+            normalized.append(worst / d_att[a].min())
     counts = {s: spots.count(s) for s in spots}
     mode = min(s for s in counts if counts[s] == max(counts.values()))
-    return mode, float(np.mean(absolute)), float(np.mean(normalized))
+    return mode, float(np.mean(absolute)), float(np.mean(normalized)) if normalized else float("nan")
+
+
+def shared_grid(methods, dense):
+    """The sparsities every method has (at interval 10) and the seeds every one of those configurations and the dense agent
+    have: a sweet spot is a maximum over sparsities and Table 3 a minimum over seeds, so methods are compared on the same
+    candidates (the frontier's magnitude has more sparsities and seeds than the methods part)."""
+    sparsities = set.intersection(*({c["sparsity"] for c in cs} for cs in methods.values()))
+    seeds = set.intersection(seeds_of(dense), *(seeds_of(c) for cs in methods.values() for c in cs if c["sparsity"] in sparsities))
+    return sorted(sparsities), sorted(s for s in seeds if s is not None)
+
+
+def sweet_spot_row(label, configs, dense):
+    c, clean, robust, worst = sweet_spot(configs, dense)
+    mode, absolute, norm = worst_seed_summary(configs, dense)
+    return f"| {label} | {c['sparsity']:.0%} | {clean:.2f} | {worst:.2f} | {robust:.2f} | {(clean + robust) / 2:.2f} | {mode:.0%} | {absolute:.0f} | {norm:.2f} |"
 
 
 def pruning_section(data):
@@ -537,37 +584,49 @@ def pruning_section(data):
             lines += [f"{env}: no dense (`none`) agent yet, so nothing is normalized.", ""]
             continue
         d_nat, d_worst, d_avg, _ = per_seed(dense)
-        lines += [f"**{env}**: mean +- s.e. over seeds; normalized = divided by the dense SA agent's mean; robust = the mean of "
-                  "random, critic, MAD and RS; surrogate = the certified Lipschitz surrogate of the actor (mean over seeds); "
-                  "MAD found / bound = the largest action deviation MAD found over the certified bound; steps = training steps "
-                  "(runs shorter than the others are labelled by it).", "",
+        lines += [f"**{env}**: mean +- s.e. over seeds; normalized = divided by the dense SA agent's mean (norm. worst: the "
+                  "worst of 4 against the dense agent's worst of 4); norm. robust = the mean over random, critic, MAD and RS "
+                  "of each attack's return divided by the dense agent's under that attack; surrogate = the certified "
+                  "Lipschitz surrogate of the actor (mean over seeds); MAD found / bound = the largest action deviation MAD "
+                  "found over the certified bound; steps = training steps (runs shorter than the others are labelled by it).", "",
                   "| method | sparsity | interval | seeds | steps | natural | worst of 4 | mean of 4 | norm. clean | norm. worst | norm. robust | surrogate | MAD found / bound |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in sorted(configs, key=lambda c: (c["method"] != "none", c["method"], c["interval"], c["sparsity"])):
             nat, worst, avg, _ = per_seed(c)
+            clean_seeds, att_seeds = normalized(c, dense)
             cert = [r.get("certificate", {}) for r in c["results"]]
             sur = np.mean([x["lipschitz_surrogate"] for x in cert]) if all("lipschitz_surrogate" in x for x in cert) else None
             ratio = [x["empirical_max_deviation"] / x["action_deviation_bound"] for x in cert if x.get("empirical_max_deviation") is not None]
             (n_m, n_s), (w_m, w_s), (a_m, a_s) = mean_se(nat), mean_se(worst), mean_se(avg)
             steps = sorted({r["global_step"] for r in c["results"] if r.get("global_step")})
             lines.append(f"| {c['method']} | {c['sparsity']:g} | {c['interval']} | {len(nat)} | {', '.join(f'{x / 1e6:.1f}M' for x in steps)} | {n_m:.0f} +- {n_s:.0f} | {w_m:.0f} +- {w_s:.0f} | "
-                         f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {a_m / d_avg.mean():.2f} | "
+                         f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {robust_scores(c, dense)[1]:.2f} | "
                          f"{'' if sur is None else f'{sur:.3g}'} | {f'{np.mean(ratio):.3f}' if ratio else ''} |")
             plots.setdefault(env, []).append(dict(method=c["method"], sparsity=c["sparsity"], interval=c["interval"],
-                                                  clean=(nat / d_nat.mean()).tolist(), robust=(avg / d_avg.mean()).tolist(),
+                                                  clean=clean_seeds.tolist(), robust=np.mean(list(att_seeds.values()) or [np.full(len(nat), np.nan)], 0).tolist(),
                                                   surrogate=[x.get("lipschitz_surrogate") for x in cert],
                                                   spectral=[x.get("spectral_product") for x in cert]))
+        if left_out := normalized_out(dense):
+            lines += ["", f"The dense agent's mean return under {', '.join(left_out)} is <= 0: left out of every normalized robust number."]
         lines += [""]
-        table2 = ["| method | sweet spot | norm. clean | norm. robust | mean | worst-seed spot (mode) | avg. worst-seed abs | avg. worst-seed norm |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for method in sorted({c["method"] for c in configs} - {"none"}):
-            pruned = [c for c in configs if c["method"] == method and c["interval"] == 10 and c["sparsity"] > 0]
-            if not pruned:
-                continue
-            c, clean, robust = sweet_spot(pruned, dense)
-            mode, absolute, normalized = worst_seed_summary(pruned, dense)
-            table2.append(f"| {method} | {c['sparsity']:.0%} | {clean:.2f} | {robust:.2f} | {(clean + robust) / 2:.2f} | {mode:.0%} | {absolute:.0f} | {normalized:.2f} |")
-        lines += [f"Sweet spots on {env} (the paper's Tables 2 and 3, prune interval 10):", "", *table2, ""]
+        methods = {m: [c for c in configs if c["method"] == m and c["interval"] == 10 and c["sparsity"] > 0] for m in sorted({c["method"] for c in configs} - {"none"})}
+        methods = {m: cs for m, cs in methods.items() if cs}
+        if methods:
+            header = ["| method | sweet spot | norm. clean | norm. robust (worst) | norm. robust (avg) | mean | worst-seed spot (mode) | avg. worst-seed abs | avg. worst-seed norm |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            sparsities, seeds = shared_grid(methods, dense)
+            own = {m: sorted({c["sparsity"] for c in cs}) != sparsities or sorted(set.union(*(seeds_of(c) for c in cs))) != seeds for m, cs in methods.items()}
+            if sparsities and seeds and (len(methods) > 1 or not any(own.values())):
+                d = restrict(dense, seeds)
+                rows = [sweet_spot_row(m, [restrict(c, seeds) for c in cs if c["sparsity"] in sparsities], d) for m, cs in methods.items()]
+                lines += [f"Sweet spots on {env} (the paper's Tables 2 and 3, prune interval 10; norm. robust (worst) = the "
+                          "lowest of the four attacks' normalized returns; the worst-seed columns are Table 3's) on the grid every "
+                          f"method has: sparsity {', '.join(f'{s:g}' for s in sparsities)}, seeds {', '.join(map(str, seeds))}, the "
+                          "dense agent on the same seeds:", "", *header, *rows, ""]
+            full = [sweet_spot_row(m, cs, dense) for m, cs in methods.items() if own[m]]
+            if full:
+                lines += [f"Each method on all of its own sparsities and seeds ({env}; the worst of more seeds is lower, the best of "
+                          "more sparsities higher, so these rows do not compare across methods):", "", *header, *full, ""]
         lines += ["Sources: " + "; ".join(sorted({c["source"] for c in configs})), ""]
     if plots:
         lines += ["Plots: " + ", ".join(f"`benchmark/results/report/pruning_frontier__{env}.png`, `benchmark/results/report/pruning_certificate__{env}.png`" for env in plots)]

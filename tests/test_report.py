@@ -100,7 +100,8 @@ def pruning_json(folder, name, seeds):
 
 def test_pruning_sweet_spots(tmp_path):
     pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
-    # 0.3: clean 1.1, robust 1.0 -> 1.05; 0.5: clean 1.0, robust 1.3 -> 1.15 (the sweet spot); 0.7: clean 0.5, robust 1.6 -> 1.05
+    # 0.3: clean 1.1, robust 1.0 -> 1.05; 0.5: clean 1.0, robust 1.3 -> 1.15 (the sweet spot); 0.7: clean 0.5, robust
+    # (1.6 + 1.6 + 1.6 + 0.9) / 4 = 1.425 -> 0.96
     pruning_json(tmp_path, "magnitude0.3__Hopper-v4.json", [(1100, 500, 500, 500, 500), (1100, 500, 500, 500, 500)])
     pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(1000, 650, 650, 650, 650), (1000, 650, 650, 650, 650)])
     pruning_json(tmp_path, "magnitude0.7__Hopper-v4.json", [(500, 800, 800, 800, 800), (500, 800, 800, 800, 100)])
@@ -111,18 +112,56 @@ def test_pruning_sweet_spots(tmp_path):
         ("none", 0.0, 10), ("magnitude", 0.3, 10), ("magnitude", 0.5, 10), ("magnitude", 0.7, 10), ("magnitude", 0.5, 1)}
     dense = next(c for c in configs if c["method"] == "none")
     frontier = [c for c in configs if c["method"] == "magnitude" and c["interval"] == 10]
-    c, clean, robust = report.sweet_spot(frontier, dense)
-    assert c["sparsity"] == 0.5 and clean == pytest.approx(1.0) and robust == pytest.approx(1.3)
+    c, clean, robust, worst = report.sweet_spot(frontier, dense)
+    assert c["sparsity"] == 0.5 and clean == pytest.approx(1.0) and robust == pytest.approx(1.3) and worst == pytest.approx(1.3)
+    assert report.robust_scores(frontier[2], dense) == pytest.approx((0.5, 1.425, 0.9))
     # Table 3: random, critic, MAD peak at 0.7 (mean 800), RS at 0.5 (650 > 0.7's 450): mode 0.7;
     # worst seeds there: 800, 800, 800 and 650 -> mean 762.5, normalized by the dense worst seeds (500) 1.525
     mode, absolute, normalized = report.worst_seed_summary(frontier, dense)
     assert mode == 0.7 and absolute == pytest.approx(762.5) and normalized == pytest.approx(1.525)
     text, plots = report.pruning_section(data)
-    assert "| magnitude | 50% | 1.00 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
+    assert "| magnitude | 50% | 1.00 | 1.30 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
     assert "| magnitude | 0.5 | 1 | 1 |  | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
+    assert "all of its own" not in text  # one method on one grid: one table
     dense["results"][0]["global_step"] = dense["results"][1]["global_step"] = 999424  # a 1M-step run is labelled
     assert "| none | 0 | 10 | 2 | 1.0M | 1000 +- 0 |" in report.pruning_section(data)[0]
     assert len(plots["Hopper-v4"]) == 5
+    assert plots["Hopper-v4"][-1]["robust"] == pytest.approx([1.6, (1.6 * 3 + 0.2) / 4])  # per seed, each attack / dense mean
+
+
+def test_pruning_robust_is_normalized_per_attack(tmp_path):
+    """RS doubling moves the per-attack mean by a quarter, however strong the weak attacks: the paper normalizes each attack."""
+    pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 4500, 4500, 4500, 500)])
+    pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(1000, 4500, 4500, 4500, 1000)])
+    data = report.load_pruning(str(tmp_path))["Hopper-v4"]
+    dense, pruned = (next(c for c in data if c["method"] == m) for m in ("none", "magnitude"))
+    assert report.robust_scores(pruned, dense) == pytest.approx((1.0, 1.25, 1.0))
+    # a dense agent with a return <= 0 under an attack has no ratio there: that attack is left out and the report says so
+    pruning_json(tmp_path, "none__HalfCheetah-v4.json", [(1000, 500, 500, 500, -50)])
+    pruning_json(tmp_path, "magnitude0.5__HalfCheetah-v4.json", [(1000, 600, 600, 600, -500)])
+    data = report.load_pruning(str(tmp_path))
+    hc = data["HalfCheetah-v4"]
+    dense, pruned = (next(c for c in hc if c["method"] == m) for m in ("none", "magnitude"))
+    assert report.robust_scores(pruned, dense) == pytest.approx((1.0, 1.2, 1.2))
+    assert "under rs is <= 0: left out" in report.pruning_section(data)[0]
+
+
+def test_pruning_methods_compare_on_a_shared_grid(tmp_path):
+    """Magnitude's frontier has 3 seeds and 4 sparsities, the other methods 2 seeds at 0.3 and 0.7: the sweet-spot table
+    compares them on sparsities 0.3, 0.7 and seeds 1, 2 (the dense agent too), then lists each on its own grid."""
+    pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500)] * 2 + [(1000, 100, 100, 100, 100)])
+    pruning_json(tmp_path, "magnitude0.3__Hopper-v4.json", [(1000, 500, 500, 500, 500)] * 3)
+    pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(2000, 2000, 2000, 2000, 2000)] * 3)  # only on its own grid
+    pruning_json(tmp_path, "magnitude0.7__Hopper-v4.json", [(1000, 600, 600, 600, 600)] * 2 + [(1000, 50, 50, 50, 50)])
+    pruning_json(tmp_path, "random0.3__Hopper-v4.json", [(1000, 550, 550, 550, 550)] * 2)
+    pruning_json(tmp_path, "random0.7__Hopper-v4.json", [(1000, 500, 500, 500, 500)] * 2)
+    text, _ = report.pruning_section(report.load_pruning(str(tmp_path)))
+    shared, own = text.split("all of its own")
+    assert "sparsity 0.3, 0.7, seeds 1, 2," in shared
+    # shared: magnitude's best is 0.7 (robust 600 / 500 = 1.2; seed 3's 50 is not in), worst seed 600 / dense's 500
+    assert "| magnitude | 70% | 1.00 | 1.20 | 1.20 | 1.10 | 70% | 600 | 1.20 |" in shared
+    assert "| random | 30% | 1.00 | 1.10 | 1.10 | 1.05 | 30% | 550 | 1.10 |" in shared
+    assert "| magnitude | 50% | 2.00 |" in own and "random" not in own  # random's own grid is the shared one
 
 
 def test_sweep_points_take_the_worst_attack_per_eps():

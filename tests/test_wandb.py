@@ -74,3 +74,18 @@ def test_evaluation_joins_the_training_group(tmp_path):
     assert len(runs) == 2  # one per eps, each finished
     assert {r["group"] for r in runs} == {train[0]["group"]} == {"Hopper-v4__pruned_ppo__kappa0.0__magnitude0.3"}
     assert all(r["tags"] == train[0]["tags"] + ["eval"] for r in runs)
+
+
+def test_pruning_labels_name_a_non_default_interval():
+    """pruned_ppo.py and eval_attacks.py label a run alike; the interval ablation gets a group of its own."""
+    sys.path.insert(0, ROOT)
+    import dataclasses
+
+    import eval_attacks
+    import pruned_ppo
+
+    for interval, group in ((10, "Hopper-v4__pruned_ppo__kappa1.0__magnitude0.5"), (1, "Hopper-v4__pruned_ppo__kappa1.0__magnitude0.5__interval1")):
+        args = pruned_ppo.resolve_args(pruned_ppo.Args(env_id="Hopper-v4", prune_interval=interval))
+        train = pruned_ppo.wandb_labels(args)
+        meta = {"script": "pruned_ppo.py", "env_id": "Hopper-v4", "args": dataclasses.asdict(args)}
+        assert train == eval_attacks.wandb_labels(meta) and train[0] == group and f"interval={interval}" in train[1]

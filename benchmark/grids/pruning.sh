@@ -23,8 +23,9 @@ mkdir -p benchmark/results/pruning
 one() {  # name, flags: train the seeds in one process, copy the checkpoints, attack every seed
   local name=$1 flags=$2
   # the closing evaluation only names the natural return for the launcher (10 episodes, not 50): every agent's
-  # evaluation of record is eval_attacks.py's below
-  $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags --eval-episodes 10" --tag "__$name"
+  # evaluation of record is eval_attacks.py's below. The paper's 256-256 networks are pruned_ppo.py's default, named
+  # here so that the grid does not depend on it.
+  $PY benchmark/launch.py --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --jobs 1 --extra="$flags --hidden-sizes 256 256 --eval-episodes 10" --tag "__$name"
   $PY benchmark/launch.py --collect --scripts pruned_ppo.py --envs "$ENV" --seeds $SEEDS --seeds-per-process 9 --tag "__$name"
   local out=benchmark/results/pruning/${name}__$ENV.json models=()
   for seed in $SEEDS; do models+=("benchmark/checkpoints/pruned_ppo__${name}__${ENV}__$seed.safetensors"); done
