@@ -583,7 +583,7 @@ def pruning_section(data):
         if dense is None:
             lines += [f"{env}: no dense (`none`) agent yet, so nothing is normalized.", ""]
             continue
-        d_nat, d_worst, d_avg, _ = per_seed(dense)
+        d_nat, d_worst, _, _ = per_seed(dense)
         lines += [f"**{env}**: mean +- s.e. over seeds; normalized = divided by the dense SA agent's mean (norm. worst: the "
                   "worst of 4 against the dense agent's worst of 4); norm. robust = the mean over random, critic, MAD and RS "
                   "of each attack's return divided by the dense agent's under that attack; surrogate = the certified "
@@ -594,16 +594,18 @@ def pruning_section(data):
         for c in sorted(configs, key=lambda c: (c["method"] != "none", c["method"], c["interval"], c["sparsity"])):
             nat, worst, avg, _ = per_seed(c)
             clean_seeds, att_seeds = normalized(c, dense)
+            # each seed's mean over attacks of its normalized return: the plot's points, their mean the table's norm. robust
+            robust_seeds = np.mean(list(att_seeds.values()) or [np.full(len(nat), np.nan)], 0)
             cert = [r.get("certificate", {}) for r in c["results"]]
             sur = np.mean([x["lipschitz_surrogate"] for x in cert]) if all("lipschitz_surrogate" in x for x in cert) else None
             ratio = [x["empirical_max_deviation"] / x["action_deviation_bound"] for x in cert if x.get("empirical_max_deviation") is not None]
             (n_m, n_s), (w_m, w_s), (a_m, a_s) = mean_se(nat), mean_se(worst), mean_se(avg)
             steps = sorted({r["global_step"] for r in c["results"] if r.get("global_step")})
             lines.append(f"| {c['method']} | {c['sparsity']:g} | {c['interval']} | {len(nat)} | {', '.join(f'{x / 1e6:.1f}M' for x in steps)} | {n_m:.0f} +- {n_s:.0f} | {w_m:.0f} +- {w_s:.0f} | "
-                         f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {robust_scores(c, dense)[1]:.2f} | "
+                         f"{a_m:.0f} +- {a_s:.0f} | {n_m / d_nat.mean():.2f} | {w_m / d_worst.mean():.2f} | {robust_seeds.mean():.2f} | "
                          f"{'' if sur is None else f'{sur:.3g}'} | {f'{np.mean(ratio):.3f}' if ratio else ''} |")
             plots.setdefault(env, []).append(dict(method=c["method"], sparsity=c["sparsity"], interval=c["interval"],
-                                                  clean=clean_seeds.tolist(), robust=np.mean(list(att_seeds.values()) or [np.full(len(nat), np.nan)], 0).tolist(),
+                                                  clean=clean_seeds.tolist(), robust=robust_seeds.tolist(),
                                                   surrogate=[x.get("lipschitz_surrogate") for x in cert],
                                                   spectral=[x.get("spectral_product") for x in cert]))
         if left_out := normalized_out(dense):

@@ -122,6 +122,8 @@ def test_pruning_sweet_spots(tmp_path):
     text, plots = report.pruning_section(data)
     assert "| magnitude | 50% | 1.00 | 1.30 | 1.30 | 1.15 | 70% | 762 | 1.53 |" in text
     assert "| magnitude | 0.5 | 1 | 1 |  | 5000 +- 0 |" in text  # the interval ablation is listed, not a sweet-spot candidate
+    # per configuration: norm. clean 0.5, norm. worst 450 / 500, norm. robust the per-attack mean 1.425
+    assert "| magnitude | 0.7 | 10 | 2 |  | 500 +- 0 | 450 +- 350 | 712 +- 88 | 0.50 | 0.90 | 1.43 |" in text
     assert "all of its own" not in text  # one method on one grid: one table
     dense["results"][0]["global_step"] = dense["results"][1]["global_step"] = 999424  # a 1M-step run is labelled
     assert "| none | 0 | 10 | 2 | 1.0M | 1000 +- 0 |" in report.pruning_section(data)[0]
