@@ -78,7 +78,6 @@ def test_evaluation_joins_the_training_group(tmp_path):
 
 def test_pruning_labels_name_a_non_default_interval():
     """pruned_ppo.py and eval_attacks.py label a run alike; the interval ablation gets a group of its own."""
-    sys.path.insert(0, ROOT)
     import dataclasses
 
     import eval_attacks
