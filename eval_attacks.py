@@ -336,7 +336,7 @@ def fit_side_by_side(models, names, args):
             todo = {}  # cache path -> attack: one fit per victim and budget
             for model in (m for m in models if m.env_id == env_id):
                 for epsilon in model.epsilons:
-                    for _, attack in make_attack(name, model.policy, epsilon, args):
+                    for _, attack in arena_attack(model, args) if model.benign is not None else make_attack(name, model.policy, epsilon, args):
                         cache = attack_cache(model, name, attack, args)
                         if not os.path.exists(cache):
                             todo.setdefault(cache, attack)
@@ -549,11 +549,14 @@ def run_arena_model(model, args):
     if "action_mix" in expand_attacks(args.attacks):
         ((label, attack),) = arena_attack(model, args)
         cache = attack_cache(model, "action_mix", attack, args)
-        try:
-            loaded = fit_or_load(attack, cache, model.env_id, fit_steps("action_mix", args, model.env_id), args.attack_seed, show_progress(args))
-        except (ValueError, OSError) as e:  # an unreadable or unwritable attack cache
-            fail(f"{path}: action_mix: {first_line(e)}")
-        print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
+        if cache in FITTED:  # fitted a moment ago by fit_side_by_side (which said so)
+            attack = FITTED.pop(cache)
+        else:
+            try:
+                loaded = fit_or_load(attack, cache, model.env_id, fit_steps("action_mix", args, model.env_id), args.attack_seed, show_progress(args))
+            except (ValueError, OSError) as e:  # an unreadable or unwritable attack cache
+                fail(f"{path}: action_mix: {first_line(e)}")
+            print(f"{label}: {'loaded' if loaded else 'trained and cached'} {cache}", file=sys.stderr, flush=True)
         attacked_obs = []
         out = run(label, attack, attacked_obs)
         # the attacker wins when the victim loses; its share: the coins it won while attacking
@@ -834,7 +837,7 @@ def main(args):
         args.episodes = 200 if arena else 50  # the sumo rates need enough games: 200 gives a standard error <= 0.035
     torch.set_num_threads(args.torch_threads)
     announce_fits(models, names, args)
-    if args.batch_fits and not arena:
+    if args.batch_fits:
         fit_side_by_side(models, names, args)
     out = dict(schema=SCHEMA, **started)
     if args.epsilons:

@@ -57,7 +57,7 @@ class ActionMixAttack:
             torch.manual_seed(seed)
             return GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
 
-    def fit_job(self, env_id, seed=0):
+    def fit_job(self, env_id, seed=0, steps=None):
         """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side)."""
         victim = numpy_mlp(self.policy.actor)
         coins = np.random.default_rng([seed, 2])  # a stream of its own: the PPO learner's draws stay as they are
@@ -140,10 +140,11 @@ class ArenaActionMixAttack(ActionMixAttack):
         self.benign, self.env_id, self.shaping_anneal = benign, env_id, float(shaping_anneal)
         self.settings.update(env_id=env_id, benign_hash=policy_hash(benign), shaping_anneal=self.shaping_anneal)
 
-    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+    def fit_job(self, env_id, seed=0, steps=DEFAULT_STEPS):
+        """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side): agent 1's
+        adversary in the arena with this victim, for `steps` steps (the shaping schedule is a share of them)."""
         from gymnasium.envs.registration import EnvSpec
 
-        self.agent = self._new_agent(seed)
         benign = numpy_mlp(self.benign.actor)
         coins = np.random.default_rng([seed, 2])  # a stream of its own: the PPO learner's draws stay as they are
 
@@ -155,6 +156,11 @@ class ArenaActionMixAttack(ActionMixAttack):
         spec = EnvSpec(f"{env_id}-versus-victim", entry_point=SumoVersusVictim, disable_env_checker=True,
                        kwargs=dict(body=env_id.split("-", 1)[1], victim=self.policy, total_steps=steps // self.cfg.num_envs,
                                    shaping_anneal=self.shaping_anneal))
-        self.log = train_ppo(self.agent, spec, steps, seed, numpy_normalizer(self.benign.obs_norm), agent1_action, self.cfg, progress, desc=NAME)
+        return FitJob(self._new_agent(seed), numpy_normalizer(self.benign.obs_norm), agent1_action, seed, NAME, env=spec)
+
+    def fit(self, env_id, steps=DEFAULT_STEPS, seed=0, progress=False):
+        job = self.fit_job(env_id, seed, steps)
+        self.agent = job.agent
+        self.log = train_ppo(job.agent, job.env, steps, seed, job.normalize, job.victim_action, self.cfg, progress, desc=job.desc)
         self.fitted = True
         return self

@@ -85,7 +85,7 @@ class PAADAttack:
             torch.manual_seed(seed)
             return GaussianAgent(self.obs_dim, self.act_dim, self.cfg.hidden_sizes, self.cfg.init_std)
 
-    def fit_job(self, env_id, seed=0):
+    def fit_job(self, env_id, seed=0, steps=None):
         """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side)."""
         (weights, act), victim = numpy_weights(self.policy.actor), numpy_mlp(self.policy.actor)
         eps, n = self.epsilon, self.pgd_steps

@@ -142,7 +142,7 @@ class PAADRefAttack(PAADAttack):
         self.settings = dict(epsilon=self.epsilon, start_steps=self.start_steps, realizer="official_one_step",
                              victim="sampled", **config_dict(self.cfg))
 
-    def fit_job(self, env_id, seed=0):
+    def fit_job(self, env_id, seed=0, steps=None):
         """What a fit trains: the director against the sampled victim (train_ppo's pieces)."""
         (weights, act), victim = numpy_weights(self.policy.actor), numpy_sampled_victim(self.policy, seed)
         start_rng = np.random.default_rng([seed, START_NOISE_STREAM])

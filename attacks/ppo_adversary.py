@@ -367,13 +367,15 @@ def train_ppo(agent, env_id, total_steps, seed, normalize, victim_action, cfg, p
 @dataclass
 class FitJob:
     """One learned attack's fit as train_ppo takes it: the adversary to train, the victim's frozen normalizer and its
-    response to the adversary's action (train_ppo's normalize and victim_action), the fit's seed and label."""
+    response to the adversary's action (train_ppo's normalize and victim_action), the fit's seed and label, and the env
+    it trains in when that is its own (an EnvSpec: the sumo arena with this fit's victim in it)."""
 
     agent: GaussianAgent
     normalize: object
     victim_action: object
     seed: int
     desc: str = "adversary"
+    env: object = None
 
 
 def stacked_forward(layers, x):
@@ -397,7 +399,7 @@ def train_ppo_many(jobs, env_id, total_steps, cfg, progress=False):
     none. Why: the learned attacks of a grid's seeds (benchmark/fit_speed.py). Returns [train_ppo's result per job];
     each job's agent is trained in place."""
     M, N, T = len(jobs), cfg.num_envs, cfg.num_steps
-    envs = [[gym.make(env_id) for _ in range(N)] for _ in jobs]
+    envs = [[gym.make(env_id if job.env is None else job.env) for _ in range(N)] for job in jobs]
     obs_dim = envs[0][0].observation_space.shape[0]
     k = jobs[0].agent.actor.layers[-1].out_features
     low, high = envs[0][0].action_space.low, envs[0][0].action_space.high
@@ -610,8 +612,9 @@ def fit_or_load(attack, cache, env_id, steps, seed, progress=False):
 
 def fit_many(attacks, env_id, steps, seed, progress=False):
     """Fit learned attacks of one kind, one per victim, side by side (train_ppo_many): each ends as its own
-    fit(env_id, steps, seed) would, to float32 rounding."""
-    jobs = [attack.fit_job(env_id, seed) for attack in attacks]
+    fit(env_id, steps, seed) would, to float32 rounding. (fit_job takes the budget because the arena's shaping
+    schedule is a share of it; the other attacks do not use it.)"""
+    jobs = [attack.fit_job(env_id, seed, steps) for attack in attacks]
     logs = train_ppo_many(jobs, env_id, steps, attacks[0].cfg, progress)
     for attack, job, log in zip(attacks, jobs, logs):
         attack.agent, attack.log, attack.fitted = job.agent, log, True

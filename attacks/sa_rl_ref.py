@@ -70,7 +70,7 @@ class SARLRefAttack(SARLAttack):
         super().__init__(policy, epsilon, **{**PPO_REF, **ppo})
         self.settings = dict(epsilon=self.epsilon, squash="hardtanh", victim="sampled", **config_dict(self.cfg))
 
-    def fit_job(self, env_id, seed=0):
+    def fit_job(self, env_id, seed=0, steps=None):
         """What a fit trains: the adversary against the sampled victim (train_ppo's pieces)."""
         victim, eps = numpy_sampled_victim(self.policy, seed), self.epsilon
 

@@ -5,6 +5,10 @@ Robust Sarsa fits the Q functions of RS_GRID per victim (its evaluation's grid).
 
     python benchmark/fit_speed.py --attack action_mix --steps 20480 --repeats 3
     python benchmark/fit_speed.py --attack rs --steps 20480 --repeats 2
+    python benchmark/fit_speed.py --sumo --steps 20480 --repeats 3
+
+--sumo: the action_mix adversaries of agent 1 in the sumo-puck arena against the self-play victims of
+benchmark/checkpoints (benchmark/grids/sumo.sh), at eps_pi 1.0, instead of the zoo's Hopper-v4 agents.
 """
 import json
 import os
@@ -37,6 +41,8 @@ class Args:
     """measurements of each way, alternating"""
     json: Optional[str] = None
     """write the raw seconds here"""
+    sumo: bool = False
+    """the sumo-puck self-play victims (benchmark/checkpoints) and their arena adversaries (action_mix only)"""
 
 
 def make(name, policy):
@@ -47,26 +53,44 @@ def make(name, policy):
     return [attack for _, attack in make_attack(name, policy, 0.075, EvalArgs(model=("x",)))]
 
 
+SUMO_VICTIMS = [os.path.join(ROOT, "benchmark", "checkpoints", f"two_timescale_adv__benign__sumo-puck__{seed}.safetensors") for seed in (1, 2, 3)]
+
+
+def make_arena(_, path):
+    """The arena adversary eval_attacks.py fits for a sumo checkpoint (its victim and benign policy), at eps_pi 1.0."""
+    from eval_attacks import Args as EvalArgs
+    from eval_attacks import arena_attack, open_model
+
+    eval_args = EvalArgs(model=(path,), eps_pi=1.0)
+    return [attack for _, attack in arena_attack(open_model(path, eval_args), eval_args)]
+
+
 def main(args):
     torch.set_num_threads(1)
-    victims = [load_checkpoint(os.path.join(ROOT, "zoo", f"{v}__Hopper-v4.safetensors"), env_id="Hopper-v4")[0] for v in args.victims]
+    if args.sumo:
+        if args.attack != "action_mix":
+            sys.exit("error: --sumo fits action_mix adversaries only")
+        victims, build, env_id = SUMO_VICTIMS, make_arena, "sumo-puck"
+    else:
+        victims = [load_checkpoint(os.path.join(ROOT, "zoo", f"{v}__Hopper-v4.safetensors"), env_id="Hopper-v4")[0] for v in args.victims]
+        build, env_id = make, "Hopper-v4"
     seconds = {"one after another": [], "side by side": []}
     for rep in range(args.repeats):
         t = time.time()
         for v in victims:
-            for attack in make(args.attack, v):
-                attack.fit("Hopper-v4", args.steps, seed=rep)
+            for attack in build(args.attack, v):
+                attack.fit(env_id, args.steps, seed=rep)
         seconds["one after another"].append(round(time.time() - t, 2))
         t = time.time()
-        (rs.fit_many if args.attack == "rs" else fit_many)([a for v in victims for a in make(args.attack, v)], "Hopper-v4", args.steps, seed=rep)
+        (rs.fit_many if args.attack == "rs" else fit_many)([a for v in victims for a in build(args.attack, v)], env_id, args.steps, seed=rep)
         seconds["side by side"].append(round(time.time() - t, 2))
         print(f"run {rep + 1}: " + ", ".join(f"{k} {v[-1]} s" for k, v in seconds.items()), flush=True)
     a, b = (statistics.median(v) for v in seconds.values())
-    fits = len(victims) * len(make(args.attack, victims[0]))
+    fits = len(victims) * len(build(args.attack, victims[0]))
     print(f"{args.attack}, {fits} fits of {args.steps} steps: median {a:.1f} s one after another, {b:.1f} s side by side: {a / b:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(attack=args.attack, victims=list(args.victims), steps=args.steps, seconds=seconds), f, indent=1)
+            json.dump(dict(attack=args.attack, victims=SUMO_VICTIMS if args.sumo else list(args.victims), env_id=env_id, steps=args.steps, seconds=seconds), f, indent=1)
 
 
 if __name__ == "__main__":

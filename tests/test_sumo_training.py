@@ -153,6 +153,27 @@ def test_arena_evaluation_is_batch_invariant_and_the_coin_takes_eps_pi(arena_pol
     assert len(observations) == 6 and all(o.ndim == 2 and o.shape[1] == 15 for o in observations)
 
 
+def test_arena_fits_side_by_side_end_where_fits_alone_do(arena_policies):
+    """Two arena adversaries (each policy the other's victim, so the fits train in different arenas) fitted side by
+    side end where each one's own fit() does, to float32 rounding after two updates (later the rounding grows, as for
+    the MuJoCo fits), and saw the same games: each fit keeps its own arena, benign opponent and shaping schedule."""
+    from attacks import ppo_adversary
+    from attacks.action_mix import ArenaActionMixAttack
+
+    victim, benign = arena_policies
+    small = dict(num_steps=256, num_minibatches=4, update_epochs=2)
+    make = lambda: [ArenaActionMixAttack(victim, benign, "sumo-puck", 0.7, **small), ArenaActionMixAttack(benign, victim, "sumo-puck", 0.7, **small)]
+    alone = [a.fit("sumo-puck", 512, seed=4) for a in make()]
+    together = make()
+    ppo_adversary.fit_many(together, "sumo-puck", 512, seed=4)
+    for a, b in zip(alone, together):
+        assert b.fitted and a.log["episode_returns"] and np.allclose(a.log["episode_returns"], b.log["episode_returns"], rtol=1e-4)
+        for key, value in a.agent.state_dict().items():
+            assert torch.allclose(value, b.agent.state_dict()[key], rtol=0, atol=1e-5), key
+    # not vacuous: the two arenas taught different things
+    assert not torch.allclose(alone[0].agent.actor.layers[0].weight, alone[1].agent.actor.layers[0].weight, atol=1e-3)
+
+
 # ---- smoke runs (subprocesses) ----
 
 
@@ -174,7 +195,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_path):
+def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_path, capsys):
     from attacks.checkpoint import load_checkpoint
 
     _, runs = trained
@@ -189,6 +210,7 @@ def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_p
                              json=str(tmp_path / "eval.json"), progress=False)
     results = eval_attacks.main(args)["results"]
     assert [r["model"] for r in results] == list(args.model) and os.path.exists(tmp_path / "eval.json")
+    assert f"action_mix: fitting {len(runs)} adversaries in one process on sumo-puck" in capsys.readouterr().err
     for r in results:
         for row in (r["natural"], r["attacks"]["action_mix"]):
             assert row["win"] + row["loss"] + row["draw"] == pytest.approx(1.0) and len(row["returns"]) == 8
