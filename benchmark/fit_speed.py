@@ -90,7 +90,7 @@ def main(args):
     print(f"{args.attack}, {fits} fits of {args.steps} steps: median {a:.1f} s one after another, {b:.1f} s side by side: {a / b:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(attack=args.attack, victims=SUMO_VICTIMS if args.sumo else list(args.victims), env_id=env_id, steps=args.steps, seconds=seconds), f, indent=1)
+            json.dump(dict(attack=args.attack, victims=[os.path.relpath(v, ROOT) for v in SUMO_VICTIMS] if args.sumo else list(args.victims), env_id=env_id, steps=args.steps, seconds=seconds), f, indent=1)
 
 
 if __name__ == "__main__":
