@@ -40,9 +40,9 @@ Setting (--env-id):
            benign.safetensors). Phase 2: the victim (agent 0) starts from it and trains against agent 1 =
            alpha = (1 - eps_pi) benign + eps_pi attacker (a per-step, per-env coin: whose action agent 1 executes),
            or with self_play / fictitious_play against its own iterates. The victim learns from all its steps, the
-           attacker's policy loss counts the steps it acted, its critic all, and it is paid minus the victim's
-           reward; the benign policy stays frozen. The dense shaping falls from 1 to 0 over the first
-           --shaping-anneal of each phase. Checkpoint: the victim under actor/, critic/, obs_norm/, the benign policy
+           attacker's policy loss counts the steps it acted, its critic all, and it is paid minus the victim's game
+           result plus agent 1's own shaping (as self-play pays agent 1); the benign policy stays frozen. The dense
+           shaping falls from 1 to 0 over the first --shaping-anneal of each phase. Checkpoint: the victim under actor/, critic/, obs_norm/, the benign policy
            under benign/, the attacker under adversary/; eval_attacks.py --attacks action_mix reads it (win / loss /
            draw rates, W2 stealthiness). Interrupts save atomically; --resume continues either phase bit for bit
            (phase 1 from benign.safetensors, phase 2 from the victim's checkpoint).
@@ -1231,6 +1231,7 @@ def train_sumo(args, resume=None):
         obs = np.zeros((T, N, S, obs_dim), dtype=np.float32)
         actions = np.zeros((T, N, S, act_dim), dtype=np.float32)
         rewards = np.zeros((T, N, S), dtype=np.float32)
+        adv_rewards = np.zeros((T, N, S), dtype=np.float32)  # phase 2: the attacker's (envs.sumo's adversary_reward)
         ends = np.zeros((T, N, S), dtype=np.float32)
         adv_obs = np.zeros((T, N, E, obs_dim), dtype=np.float32)  # agent 1's observation through the benign normalizer
         adv_actions = np.zeros((T, N, E, act_dim), dtype=np.float32)
@@ -1323,6 +1324,7 @@ def train_sumo(args, resume=None):
                             ends[step, n, 2 * i] = ends[step, n, 2 * i + 1] = done
                         else:
                             rewards[step, n, i], ends[step, n, i] = r0, done
+                            adv_rewards[step, n, i] = env.adversary_reward()
                         ep_return[n, i] += r0
                         ep_length[n, i] += 1
                         if done:
@@ -1342,9 +1344,10 @@ def train_sumo(args, resume=None):
                 ret_var = (ret_var * ret_count + b_var * S + delta**2 * ret_count * S / tot) / tot
                 ret_mean, ret_count = ret_mean + delta * S / tot, tot
                 rewards[step] = np.clip(rewards[step] / np.sqrt(ret_var[:, None] + 1e-8), -args.reward_clip, args.reward_clip)
+                # ALGO LOGIC: phase 2's attacker is paid minus the victim's game result plus agent 1's own shaping (not
+                # minus the victim's shaping: that pays keeping away, and attackers settle for draws), on the victim's scale
+                adv_rewards[step] = np.clip(adv_rewards[step] / np.sqrt(ret_var[:, None] + 1e-8), -args.reward_clip, args.reward_clip)
                 ret_acc[ends[step] > 0] = 0.0
-
-            adv_rewards = -rewards  # phase 2: the attacker is paid minus the victim's (scaled) reward, bootstrapped by its own critic
 
             # values and log-probs for the whole rollout in one batched pass; [seed, step * stream]. The game's time
             # limit is a rule (time left is observed): every end is a termination, nothing to bootstrap

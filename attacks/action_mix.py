@@ -11,7 +11,8 @@ time it plays its mean. An action attack: it perturbs no observation; eval_attac
 ArenaActionMixAttack is the same attack in the two-agent sumo arena (envs/sumo.py), the paper's own setting: the
 adversary takes over agent 1, whose benign policy otherwise acts, against the frozen victim playing agent 0. It sees
 agent 1's observation through the benign policy's normalizer, and eval_attacks.evaluate_arena calls
-`act(x1, benign_actions, gens)`.
+`act(x1, benign_actions, gens)`. It is paid minus the victim's game result plus agent 1's own dense shaping while
+that is annealed (envs.sumo's adversary_reward), as self-play pays agent 1.
 """
 import gymnasium as gym
 import numpy as np
@@ -99,10 +100,12 @@ class ActionMixAttack:
 
 class SumoVersusVictim(gym.Env):
     """The sumo arena as agent 1 sees it, with the frozen victim playing agent 0 deterministically (its mean on its
-    own normalized observation): observation = agent 1's raw observation, action = agent 1's, reward = the victim's
-    (attacks.ppo_adversary.train_ppo pays the adversary minus it). The game's end is a termination (a rule of the
-    game; time left is observed). The shaping coefficient falls from 1 to 0 over the first `shaping_anneal` of
-    `total_steps` steps of this env, as in the victim's training (two_timescale_adv.py)."""
+    own normalized observation): observation = agent 1's raw observation, action = agent 1's, reward = minus
+    envs.sumo's adversary_reward (attacks.ppo_adversary.train_ppo pays the adversary minus the reward, so it is paid
+    minus the victim's game result plus agent 1's own shaping; the returns a fit logs are the victim's game results
+    once the shaping is 0). The game's end is a termination (a rule of the game; time left is observed). The shaping
+    coefficient falls from 1 to 0 over the first `shaping_anneal` of `total_steps` steps of this env, as in the
+    victim's training (two_timescale_adv.py)."""
 
     metadata = {"render_modes": []}
 
@@ -125,9 +128,9 @@ class SumoVersusVictim(gym.Env):
         self.sumo.set_shaping(max(0.0, 1.0 - self.steps / anneal) if anneal > 0 else 0.0)
         self.steps += 1
         victim = self.victim_mean(self.victim_normalize(self.victim_obs[None]))[0]
-        obs, (r0, _), done = self.sumo.step_array(np.stack([np.clip(victim, -1.0, 1.0), np.clip(action, -1.0, 1.0)]))
+        obs, _, done = self.sumo.step_array(np.stack([np.clip(victim, -1.0, 1.0), np.clip(action, -1.0, 1.0)]))
         self.victim_obs = obs[0]
-        return obs[1], r0, done, False, {"outcome": self.sumo.outcomes[0]} if done else {}
+        return obs[1], -self.sumo.adversary_reward(), done, False, {"outcome": self.sumo.outcomes[0]} if done else {}
 
 
 class ArenaActionMixAttack(ActionMixAttack):
@@ -138,7 +141,8 @@ class ArenaActionMixAttack(ActionMixAttack):
     def __init__(self, victim, benign, env_id, eps_pi, shaping_anneal=0.5, **ppo):
         super().__init__(victim, eps_pi, **ppo)
         self.benign, self.env_id, self.shaping_anneal = benign, env_id, float(shaping_anneal)
-        self.settings.update(env_id=env_id, benign_hash=policy_hash(benign), shaping_anneal=self.shaping_anneal)
+        # reward: agent 1's own shaping (fits paid minus the victim's shaping, which settle for draws, have other keys)
+        self.settings.update(env_id=env_id, benign_hash=policy_hash(benign), shaping_anneal=self.shaping_anneal, reward="own_shaping")
 
     def fit_job(self, env_id, seed=0, steps=DEFAULT_STEPS):
         """What a fit trains (train_ppo's pieces; attacks.ppo_adversary.fit_many fits several side by side): agent 1's

@@ -348,7 +348,7 @@ class SumoEnv(ParallelEnv):
         self._done = False
         self.winner, self.outcomes = None, None
         self.agents = list(AGENTS)
-        self._shaping_terms = (0.0, 0.0)
+        self._shaping_terms = self._game_rewards = (0.0, 0.0)
         obs, self._torso = self._observe()
         return obs
 
@@ -412,25 +412,34 @@ class SumoEnv(ParallelEnv):
         s1 = (self.approach_coef * ((x1 - nx1) * ux + (y1 - ny1) * uy) + self.push_coef * (e0 - ne0)) / radius \
             - self.ctrl_coef * sum(a[n:]) / n
         self._shaping_terms = (s0, s1)
-        coef = self.shaping
-        r0, r1 = coef * s0, coef * s1
         lost0, lost1 = ne0 < 0.0 or after[6] < self.fall_height, ne1 < 0.0 or after[7] < self.fall_height
         done = True
         if lost0 and not lost1:
-            r0, r1 = r0 - 1.0, r1 + 1.0
+            g0, g1 = -1.0, 1.0
             self.winner, self.outcomes = AGENTS[1], ("loss", "win")
         elif lost1 and not lost0:
-            r0, r1 = r0 + 1.0, r1 - 1.0
+            g0, g1 = 1.0, -1.0
             self.winner, self.outcomes = AGENTS[0], ("win", "loss")
         elif lost0 or self._t >= self.max_steps:
-            r0, r1 = r0 + self.draw_reward, r1 + self.draw_reward
+            g0 = g1 = self.draw_reward
             self.winner, self.outcomes = None, ("draw", "draw")
         else:
+            g0 = g1 = 0.0
             done = False
+        self._game_rewards = (g0, g1)
         if done:
             self._done = True
             self.agents = []
-        return obs, (r0, r1), done
+        coef = self.shaping
+        return obs, (coef * s0 + g0, coef * s1 + g1), done
+
+    def adversary_reward(self):
+        """Agent 1's reward for the last step as agent 0's attacker: minus agent 0's game reward (+-1, the draw
+        reward, 0 before the end) plus agent 1's own shaping times the coefficient. The game part is zero-sum (the
+        attacker minimizes the victim's value once the shaping is annealed away); the shaping is agent 1's own
+        (approach, push to the edge), as in self-play: minus the victim's shaping would pay the attacker for keeping
+        away from the victim and the edge, and attackers trained on it settle for draws (docs/sumo.md)."""
+        return self.shaping * self._shaping_terms[1] - self._game_rewards[0]
 
     def _edge(self, x, y):
         """Signed distance of (x, y) to the arena's edge (negative outside)."""

@@ -277,6 +277,26 @@ def test_shaping_coefficient():
         env.set_shaping(-1.0)
 
 
+@pytest.mark.parametrize("draw_reward", [0.0, -0.5])
+def test_adversary_reward_is_agent_1s_shaping_minus_the_victims_game_result(draw_reward):
+    """adversary_reward(): agent 1's own shaping times the coefficient, minus agent 0's game reward, every step; so the
+    reward of agent 1 itself when draws pay 0 (zero-sum), and not minus agent 0's reward while shaping is on."""
+    for agent1, outcome in ((lambda o: pusher(o), "loss"), (lambda o: np.zeros(3), "draw")):
+        env = parallel_env("puck", shaping=0.5, draw_reward=draw_reward, max_steps=40)
+        obs, _ = env.reset(seed=4)
+        differs = False
+        while env.agents:
+            obs, r, _, _, infos = env.step({"agent0": np.full(3, 0.2), "agent1": agent1(obs["agent1"])})
+            game0 = {"loss": -1.0, "draw": draw_reward}[outcome] if not env.agents else 0.0
+            assert env.adversary_reward() == pytest.approx(0.5 * infos["agent1"]["shaping"] - game0, abs=1e-12)
+            if draw_reward == 0.0:
+                assert env.adversary_reward() == pytest.approx(r["agent1"], abs=1e-12)
+            differs |= abs(env.adversary_reward() + r["agent0"]) > 1e-6
+        assert infos["agent0"]["outcome"] == outcome and differs
+    env.reset(seed=0)
+    assert env.adversary_reward() == 0.0
+
+
 @pytest.mark.parametrize("body", ["puck", "ant"])
 def test_mjspec_names_carry_prefixes(body):
     env = parallel_env(body)
