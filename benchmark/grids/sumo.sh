@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The puck-sumo grid of two_timescale_adv.py (arXiv 2305.17342, Sec. 7 and App. E; docs/sumo.md): the self-play benign
-# policies (phase 1, 3 seeds in one process), then victims fine-tuned from them by each defense (single and two
-# timescales at each attack budget, self-play, fictitious play), then every victim group attacked by a fresh 1M-step
-# action_mix attacker: the self-play victims and the self-play / fictitious-play baselines at every budget, the
-# adversarially trained victims at their own. Win / loss / draw rates over 200 games and the W2 stealth measure per
-# seed go to benchmark/results/sumo/{victim}__sumo-puck__vs{eps_pi}.json. `ant`: ant-sumo at the budget that fits here,
+# policies (phase 1, 3 seeds in one process) and a fresh 1M-step action_mix attacker against them at each budget, then
+# per budget: victims fine-tuned from them by single and two timescales at that budget (and, before the first budget,
+# by self-play and fictitious play), each victim group attacked by a fresh attacker at that budget. Win / loss / draw
+# rates over 200 games and the W2 stealth measure per seed go to benchmark/results/sumo/{victim}__sumo-puck__vs{eps_pi}.json. `ant`: ant-sumo at the budget that fits here,
 # the self-play benign policies of seeds 1-3 after ANT_BENIGN_STEPS (default 2M of the script's 10M) env steps each,
 # attacked at eps_pi 1.0 and 0.3 (about 3 core-hours).
 #
@@ -72,16 +71,12 @@ fi
 train benign "--defense none --total-timesteps 2048"
 for eps in $BUDGETS; do attack benign "$eps"; done
 B="$CK/two_timescale_adv__benign__${ENV}__1.safetensors $CK/two_timescale_adv__benign__${ENV}__2.safetensors $CK/two_timescale_adv__benign__${ENV}__3.safetensors"
-# the victims of every defense from the same benign policies, then the attack on each: Fig. 4c
+# the victims of every defense from the same benign policies, then the attack on each: Fig. 4c, one eps_pi at a time,
+# so that a stopped grid leaves whole slices (the baselines are trained before the first slice; train skips them after)
 for eps in $BUDGETS; do
   train two_timescale_eps$eps "--defense two_timescale --eps-pi $eps --benign $B"
   train single_eps$eps "--defense single --eps-pi $eps --benign $B"
-done
-train self_play "--defense self_play --benign $B"
-train fictitious_play "--defense fictitious_play --benign $B"
-for eps in $BUDGETS; do
-  attack two_timescale_eps$eps "$eps"
-  attack single_eps$eps "$eps"
-  attack self_play "$eps"
-  attack fictitious_play "$eps"
+  train self_play "--defense self_play --benign $B"
+  train fictitious_play "--defense fictitious_play --benign $B"
+  for victim in two_timescale_eps$eps single_eps$eps self_play fictitious_play; do attack "$victim" "$eps"; done
 done
