@@ -111,6 +111,9 @@ class Args:
     """write the PNGs (benchmark/results/report/)"""
     reps: int = 20000
     """bootstrap resamples of the confidence intervals"""
+    sweet_spots: Optional[str] = None
+    """print the pruning grid's names of the dense agent and of each method's sweet spot on this env, one per line, and
+    exit (`pruning.sh strong` attacks those with SA-RL and PA-AD)"""
 
 
 def load(rel):
@@ -425,6 +428,13 @@ def plot(data, planned=None):
 
 
 def main(args):
+    if args.sweet_spots is not None:
+        configs = load_pruning().get(args.sweet_spots)
+        if not configs or not any(c["method"] == "none" for c in configs):
+            print(f"error: no dense (`none`) pruning result for {args.sweet_spots} in benchmark/results/pruning/ (run pruning.sh frontier first)", file=sys.stderr)
+            sys.exit(2)
+        print("\n".join(c["name"] for c in own_sweet_spots(configs)))
+        return
     summary, readme, plot_data = build(args)
     pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
@@ -471,7 +481,8 @@ PRUNING_NAME = re.compile(r"^(none|magnitude_ste|magnitude|random|saliency)([0-9
 
 
 def load_pruning(folder=None):
-    """{env: [dict(method, sparsity, interval, results)]} from the pruning JSONs."""
+    """{env: [dict(method, sparsity, interval, results, strong)]} from the pruning JSONs; `strong`: the results of the
+    same name in `strong/` (the learned attacks SA-RL and PA-AD, `pruning.sh strong`), else None."""
     folder = folder or os.path.join(RESULTS, "pruning")
     out = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
@@ -480,8 +491,11 @@ def load_pruning(folder=None):
             continue
         method, sparsity, interval, env = m.group(1), float(m.group(2) or 0), int(m.group(3) or 10), m.group(4)
         doc = json.load(open(path))
+        strong_path = os.path.join(folder, "strong", os.path.basename(path))
+        strong = json.load(open(strong_path)) if os.path.exists(strong_path) else None
         out.setdefault(env, []).append(dict(method=method, sparsity=sparsity if method != "none" else 0.0, interval=interval,
-                                            results=doc["results"], source=provenance(doc)))
+                                            results=doc["results"], source=provenance(doc), name=os.path.basename(path)[:-len(f"__{env}.json")],
+                                            strong=strong and strong["results"], strong_source=strong and provenance(strong)))
     return out
 
 
@@ -574,6 +588,45 @@ def sweet_spot_row(label, configs, dense):
     return f"| {label} | {c['sparsity']:.0%} | {clean:.2f} | {worst:.2f} | {robust:.2f} | {(clean + robust) / 2:.2f} | {mode:.0%} | {absolute:.0f} | {norm:.2f} |"
 
 
+def own_sweet_spots(configs):
+    """The dense configuration and each method's sweet spot on all of its own sparsities and seeds (interval 10)."""
+    dense = next((c for c in configs if c["method"] == "none"), None)
+    if dense is None:
+        return []
+    methods = sorted({c["method"] for c in configs} - {"none"})
+    spots = [sweet_spot([c for c in configs if c["method"] == m and c["interval"] == 10 and c["sparsity"] > 0], dense) for m in methods]
+    return [dense] + [s[0] for s in spots if s is not None]
+
+
+def strong_rows(configs, dense):
+    """The table of the learned attacks (SA-RL, PA-AD) on the configurations that have them: mean +- s.e. over seeds,
+    each normalized by the dense agent's mean under the same attack, and the worst of all six attacks per seed (the
+    fast four from the configuration's own JSON, matched by seed)."""
+    rows = []
+    spots = {id(c) for c in own_sweet_spots(configs)}
+    d_strong = {a: np.mean([r["attacks"][a]["mean"] for r in dense["strong"]]) for a in ("sa_rl", "pa_ad")
+                if dense.get("strong") and all(a in r["attacks"] for r in dense["strong"])}
+    for c in sorted(configs, key=lambda c: (c["method"] != "none", c["method"], c["interval"], c["sparsity"])):
+        if not c.get("strong"):
+            continue
+        fast = {seed_of(r["model"]): r for r in c["results"]}
+        cells, worst = [], []
+        for a in ("sa_rl", "pa_ad"):
+            v = [r["attacks"][a]["mean"] for r in c["strong"] if a in r["attacks"]]
+            m, se = mean_se(v) if v else (float("nan"), 0.0)
+            norm = f"{m / d_strong[a]:.2f}" if v and d_strong.get(a, 0) > 0 else ""
+            cells += [f"{m:.0f} +- {se:.0f}" if v else "", norm]
+        for r in c["strong"]:
+            f = fast.get(seed_of(r["model"]))
+            if f is not None and all(a in f["attacks"] for a in FAST) and all(a in r["attacks"] for a in ("sa_rl", "pa_ad")):
+                worst.append(min([f["attacks"][a]["mean"] for a in FAST] + [r["attacks"][a]["mean"] for a in ("sa_rl", "pa_ad")]))
+        w_m, w_s = mean_se(worst) if worst else (float("nan"), 0.0)
+        n_m, n_s = mean_se([r["natural"]["mean"] for r in c["strong"]])
+        rows.append(f"| {c['method']} | {c['sparsity']:g} | {'yes' if id(c) in spots else 'no'} | {len(c['strong'])} | {n_m:.0f} +- {n_s:.0f} | "
+                    f"{cells[0]} | {cells[2]} | {cells[1]} | {cells[3]} | {f'{w_m:.0f} +- {w_s:.0f}' if worst else ''} |")
+    return rows
+
+
 def pruning_section(data):
     if not data:
         return "No pruning results yet.", {}
@@ -629,7 +682,15 @@ def pruning_section(data):
             if full:
                 lines += [f"Each method on all of its own sparsities and seeds ({env}; the worst of more seeds is lower, the best of "
                           "more sparsities higher, so these rows do not compare across methods):", "", *header, *full, ""]
-        lines += ["Sources: " + "; ".join(sorted({c["source"] for c in configs})), ""]
+        if rows := strong_rows(configs, dense):
+            lines += [f"Under the learned attacks on {env} (`pruning.sh strong`: the dense agent and each method's sweet spot "
+                      "on its own sparsities and seeds, as they were when it ran; picked now = whether `report.py --sweet-spots` still "
+                      "names it; norm. = "
+                      "divided by the dense agent's mean under that attack; worst of 6 = per seed the lowest of the fast four "
+                      "and these two):", "",
+                      "| method | sparsity | picked now | seeds | natural | SA-RL | PA-AD | norm. SA-RL | norm. PA-AD | worst of 6 |",
+                      "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+        lines += ["Sources: " + "; ".join(sorted({c["source"] for c in configs} | {c["strong_source"] for c in configs if c.get("strong_source")})), ""]
     if plots:
         lines += ["Plots: " + ", ".join(f"`benchmark/results/report/pruning_frontier__{env}.png`, `benchmark/results/report/pruning_certificate__{env}.png`" for env in plots)]
     return "\n".join(lines).rstrip(), plots

@@ -136,6 +136,7 @@ def test_collect_copies_every_finished_seed_and_names_the_missing(tmp_path, monk
     ("trainers.sh", ["Hopper-v4", "2", "ppo-0.3"], "error: unknown configuration 'ppo-0.3'"),
     ("trainers.sh", ["Hopper-v4", "2", "sappo-nog"], "error: unknown configuration 'sappo-nog'"),
     ("pruning.sh", ["sweep", "Hopper-v4", "2"], "error: unknown part 'sweep'"),
+    ("pruning.sh", ["strong", "Nope-v4", "2"], "error: no dense (`none`) pruning result for Nope-v4"),
     ("prmdp.sh", [], "usage: prmdp.sh ENV_ID"),
     ("sumo.sh", ["frog"], "usage: sumo.sh [puck|ant]"),
 ])
@@ -144,8 +145,8 @@ def test_grid_scripts_parse_and_refuse_bad_input(script, argv, message):
 
     path = os.path.join(launch.ROOT, "benchmark", "grids", script)
     assert subprocess.run(["bash", "-n", path]).returncode == 0
-    proc = subprocess.run(["bash", path, *argv], capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and message in proc.stderr and "launch.py" not in proc.stdout
+    proc = subprocess.run(["bash", path, *argv], capture_output=True, text=True, timeout=60, env={**os.environ, "PY": sys.executable})
+    assert proc.returncode != 0 and message in proc.stderr and "launch.py" not in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_a_checkpoint_holding_the_last_iteration_still_resumes(tmp_path):

@@ -219,6 +219,35 @@ def test_pruning_plots_are_written(tmp_path, monkeypatch):
     assert all((tmp_path / "report" / name).stat().st_size > 10_000 for name in written)
 
 
+def test_pruning_strong_attacks_on_the_sweet_spots(tmp_path, monkeypatch, capsys):
+    """`--sweet-spots` names the dense agent and each method's own sweet spot (what `pruning.sh strong` attacks); the
+    SA-RL / PA-AD table normalizes by the dense agent under the same attack and takes the worst of six per seed."""
+    folder = tmp_path / "pruning"
+    (folder / "strong").mkdir(parents=True)
+    pruning_json(folder, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
+    pruning_json(folder, "magnitude0.3__Hopper-v4.json", [(1100, 500, 500, 500, 500), (1100, 500, 500, 500, 500)])
+    pruning_json(folder, "magnitude0.5__Hopper-v4.json", [(1000, 650, 650, 650, 650), (1000, 650, 600, 650, 650)])  # the spot
+    pruning_json(folder, "magnitude0.5__interval1__Hopper-v4.json", [(5000, 5000, 5000, 5000, 5000)])  # never a spot
+    pruning_json(folder, "random0.7__Hopper-v4.json", [(900, 400, 400, 400, 400)])
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    report.main(report.Args(sweet_spots="Hopper-v4"))
+    assert capsys.readouterr().out.split() == ["none", "magnitude0.5", "random0.7"]
+    with pytest.raises(SystemExit) as e:
+        report.main(report.Args(sweet_spots="Walker2d-v4"))
+    assert e.value.code == 2 and "error: no dense (`none`) pruning result for Walker2d-v4" in capsys.readouterr().err
+
+    def strong(name, seeds):  # seeds: [(seed, natural, sa_rl, pa_ad)]
+        eval_json(folder / "strong", name, [{"model": f"m__{k}.safetensors", "natural": {"mean": n},
+                                             "attacks": {"sa_rl": {"mean": a}, "pa_ad": {"mean": b}}} for k, n, a, b in seeds])
+    strong("none__Hopper-v4.json", [(1, 1000, 400, 200), (2, 1000, 400, 300)])
+    strong("magnitude0.5__Hopper-v4.json", [(1, 1000, 700, 500), (2, 1000, 500, 700)])
+    text, _ = report.pruning_section(report.load_pruning(str(folder)))
+    # SA-RL 600 / 400 = 1.50, PA-AD 600 / 250 = 2.40; worst of 6: seed 1 min(650, 700, 500) = 500, seed 2 min(600, 500, 700) = 500
+    assert "| magnitude | 0.5 | yes | 2 | 1000 +- 0 | 600 +- 100 | 600 +- 100 | 1.50 | 2.40 | 500 +- 0 |" in text
+    assert "| none | 0 | yes | 2 | 1000 +- 0 | 400 +- 0 | 250 +- 50 | 1.00 | 1.00 | 250 +- 50 |" in text  # worst: 200 and 300
+    assert "random | 0.7 | " in text and "| random | 0.7 | yes" not in text  # no strong JSON: not in the table
+
+
 def eval_json(folder, name, results):
     """An eval_attacks.py JSON with its provenance header: folder/name."""
     doc = {"command": "eval_attacks.py ...", "git_commit": "0" * 40, "date": "2026-11-22T00:00:00+00:00", "machine": "test", "results": results}

@@ -7,17 +7,20 @@
 #     bash benchmark/grids/pruning.sh frontier HalfCheetah-v4 2
 #     bash benchmark/grids/pruning.sh methods Hopper-v4 2      # random, magnitude_ste, saliency at 0.3 and 0.7; 2M steps
 #     bash benchmark/grids/pruning.sh interval Hopper-v4 2     # magnitude 0.5 with --prune-interval 1 and 100; 2M steps
+#     bash benchmark/grids/pruning.sh strong Hopper-v4 3       # after those: the dense agent and each method's sweet spot
+#                                                              # under SA-RL and PA-AD (1M-step fits each), into strong/
 #
 # Re-running continues where it stopped (launch.py skips finished processes and resumes interrupted ones; an
 # evaluation whose JSON exists is skipped), also on another machine (`python benchmark/launch.py --park` before
-# moving: docs/training.md). Then: python benchmark/report.py (tables and plots); the dense agent and
-# each method's sweet spot then also under SA-RL and PA-AD (eval_attacks.py --attacks sa_rl pa_ad).
+# moving: docs/training.md). Then: python benchmark/report.py (tables and plots). `strong` takes its agents from
+# `report.py --sweet-spots ENV_ID` (each method's sweet spot on its own sparsities and seeds) and the seeds among 1..SEEDS
+# that each has; a JSON already in benchmark/results/pruning/strong/ is kept even if the sweet spot moved since.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
-PART=${1:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}
-ENV=${2:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}
-SEEDS=$(seq 1 "${3:?usage: pruning.sh frontier|methods|interval ENV_ID SEEDS}")
+PART=${1:?usage: pruning.sh frontier|methods|interval|strong ENV_ID SEEDS}
+ENV=${2:?usage: pruning.sh frontier|methods|interval|strong ENV_ID SEEDS}
+SEEDS=$(seq 1 "${3:?usage: pruning.sh frontier|methods|interval|strong ENV_ID SEEDS}")
 mkdir -p benchmark/results/pruning
 
 one() {  # name, flags: train the seeds in one process, copy the checkpoints, attack every seed
@@ -42,5 +45,16 @@ case $PART in
     done ;;
   interval)
     for k in 1 100; do one magnitude0.5__interval$k "--prune-method magnitude --target-sparsity 0.5 --prune-interval $k"; done ;;
-  *) echo "error: unknown part '$PART' (choose from frontier, methods, interval)" >&2; exit 2 ;;
+  strong)
+    names=$($PY benchmark/report.py --sweet-spots "$ENV")
+    mkdir -p benchmark/results/pruning/strong
+    for name in $names; do
+      out=benchmark/results/pruning/strong/${name}__$ENV.json models=()
+      for seed in $SEEDS; do
+        f=benchmark/checkpoints/pruned_ppo__${name}__${ENV}__$seed.safetensors
+        [ -f "$f" ] && models+=("$f")
+      done
+      [ -f "$out" ] || $PY eval_attacks.py --model "${models[@]}" --attacks sa_rl pa_ad --json "$out"
+    done ;;
+  *) echo "error: unknown part '$PART' (choose from frontier, methods, interval, strong)" >&2; exit 2 ;;
 esac
