@@ -107,7 +107,7 @@ class Args:
     stealth_features: int = 10
     """sumo: the stealth measure (W2^2) sums over this many most important observation features (variance-based, App. E.2)"""
     gif: Optional[str] = None
-    """sumo: write a GIF of one natural (left) and one attacked (right) game from --seed, side by side (offscreen GL: MUJOCO_GL=egl)"""
+    """sumo, one --model: write a GIF of one natural (left) and one attacked (right) game from --seed, side by side (offscreen GL: MUJOCO_GL=egl)"""
 
 
 def fail(msg):
@@ -795,6 +795,8 @@ def main(args):
         fail("--episodes, --num-envs and --attack-steps must be positive")
     if args.stealth_features <= 0:
         fail(f"--stealth-features must be positive, got {args.stealth_features}")
+    if args.gif and len(args.model) > 1:
+        fail(f"--gif draws one checkpoint's game: give one --model, not {len(args.model)}")
     if args.gif:
         os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering, if mujoco is not imported yet (from Python)
     ref_steps = [n for n in (args.sa_rl_ref_steps, args.pa_ad_ref_steps) if n is not None]

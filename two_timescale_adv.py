@@ -337,7 +337,7 @@ def resolve_sumo_args(args):
     if not 0 <= args.eps_pi <= 1:
         fail(f"--eps-pi must be in [0, 1], got {args.eps_pi}")
     if args.defense == "min_oracle" or args.oracle_iters != 1:
-        fail("min_oracle and --oracle-iters > 1 need a best-response oracle: the kuhn setting has one, the sumo arena not (use two_timescale)")
+        fail("min_oracle and --oracle-iters are not run on the sumo arena, as the paper's Robosumo experiments (Sec. 7: a best-response oracle by game-tree search is unattainable there; use two_timescale, single, self_play or fictitious_play)")
     if args.exp_name == "benign":
         fail("--exp-name benign: phase 2 would write its victim over the run's benign.safetensors; choose another name")
     if not args.timescale_ratio > 0 or (args.attacker_lr is not None and not args.attacker_lr > 0):

@@ -833,15 +833,15 @@ def sumo_section(data):
         lines += [f"**{env}**: per victim group (seeds of one configuration), the victim's rates against the benign policy with "
                   f"no attack (mean over seeds), and under a fresh `action_mix` attacker at each budget eps_pi: the attacker's win "
                   f"rate (the victim's loss rate; mean +- s.e. over seeds; lower = harder to exploit) and the stealth measure W2^2 "
-                  f"(sum over the {'/'.join(map(str, features))} most important observation features; mean over seeds, the natural-halves floor in brackets). "
+                  f"(sum over the {'/'.join(map(str, features))} most important observation features, ranked per seed on its own natural games; mean over seeds, the natural-halves floor in brackets). "
                   f"{'/'.join(map(str, games))} games per seed and row; * marks the victim's training budget.", "",
-                  "| victim | trained at eps_pi | seeds | natural win / draw / loss | "
+                  "| victim | trained at eps_pi | seeds | natural win / loss / draw | "
                   + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",
                   "|---|---|---|---|" + "---|---|" * len(budgets)]
         sources = set()
         for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
             first = docs[min(docs)]["results"]
-            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "draw", "loss"))
+            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "loss", "draw"))
             cells = []
             for b in budgets:
                 doc = docs.get(b)

@@ -295,8 +295,8 @@ def test_sumo_table_rows_rates_and_training_mark(tmp_path):
     assert "sum over the 7 most important observation features" in section  # what the evaluations used
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split(" | ")[0] for r in rows] == ["| self-play (phase 1)", "| fictitious_play", "| two_timescale"]  # group order
-    assert rows[0] == "| self-play (phase 1) |  | 2 | 0.30 / 0.50 / 0.20 | 0.40 +- 0.10 | 0.6 [0.01] | 0.80 +- 0.10 | 2.5 [0.01] |"
-    assert rows[1].endswith("| 1 | 0.50 / 0.50 / 0.00 |  |  | 0.60 | 1 [0.01] |")  # not attacked at 0.3 yet; one seed: no s.e.
+    assert rows[0] == "| self-play (phase 1) |  | 2 | 0.30 / 0.20 / 0.50 | 0.40 +- 0.10 | 0.6 [0.01] | 0.80 +- 0.10 | 2.5 [0.01] |"
+    assert rows[1].endswith("| 1 | 0.50 / 0.00 / 0.50 |  |  | 0.60 | 1 [0.01] |")  # not attacked at 0.3 yet; one seed: no s.e.
     assert rows[2].startswith("| two_timescale | 0.3 | 1 |") and "| 0.10 * |" in rows[2]  # * = the training budget
     assert report.sumo_section({}) == "No sumo results yet."
 

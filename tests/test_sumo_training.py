@@ -312,7 +312,7 @@ def test_bad_sumo_flags_one_line_exit_2(tmp_path):
 
 @pytest.mark.parametrize("changes,message", [
     (dict(shaping_anneal=1.5), "--shaping-anneal"),
-    (dict(defense="min_oracle"), "best-response oracle"),
+    (dict(defense="min_oracle"), "not run on the sumo arena"),
     (dict(benign=("nowhere.safetensors",)), "no such file"),
     (dict(benign=("a", "b", "c"), num_seeds=2), "one per seed"),
     (dict(exp_name="benign"), "--exp-name benign"),
@@ -333,9 +333,10 @@ def test_eval_attacks_refuses_observation_attacks_and_other_envs_on_arena_checkp
     _, runs = trained
     path = runs["none"][1]
     for changes, message in [(dict(attacks=("fast",)), "action_mix only"), (dict(env_id="sumo-ant"), "not sumo-ant"),
-                             (dict(env_id="Hopper-v4"), "checkpoint is for sumo-puck"), (dict(epsilons=(0.1,)), "--eps-pi")]:
+                             (dict(env_id="Hopper-v4"), "checkpoint is for sumo-puck"), (dict(epsilons=(0.1,)), "--eps-pi"),
+                             (dict(model=(path, path), gif="game.gif"), "give one --model")]:
         with pytest.raises(SystemExit) as e:
-            eval_attacks.main(eval_attacks.Args(model=(path,), **{"attacks": ("action_mix",), **changes}))
+            eval_attacks.main(eval_attacks.Args(**{"model": (path,), "attacks": ("action_mix",), **changes}))
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and err[-1].startswith("error: ") and message in err[-1], err
 
