@@ -1037,6 +1037,9 @@ def snapshot_action(snapshot, raw_obs, noise):
 
 
 OUTCOME_SCORE = {"win": 1, "draw": 0, "loss": -1}  # the victim's (agent 0's) result of a game
+# phase 2's attacker is paid env.adversary_reward(), recorded in each checkpoint: a run saved by the code before it (its
+# attacker paid minus the victim's shaped reward) is not resumed into a victim trained against two rewards
+ADVERSARY_REWARD = "own_shaping"
 
 
 def sumo_training_state(n, loop, optimizer, generator, rng, envs, group, run_args):
@@ -1063,7 +1066,8 @@ def sumo_training_state(n, loop, optimizer, generator, rng, envs, group, run_arg
                     tensors[f"pool/{j}/w{layer}"], tensors[f"pool/{j}/b{layer}"] = torch.from_numpy(w), torch.from_numpy(b)
         pool = dict(seen=loop["pools"][n].seen, members=[snapshots[id(s)] for s in loop["pools"][n].members],
                     opponents=[snapshots[id(s)] for s in loop["opponents"][n]], layers=len(loop["opponents"][n][0]["weights"]))
-    meta.update(phase=loop["phase"], envs=env_meta, outcomes=loop["outcomes"][n][-100:], pool=pool, args={k: v for k, v in asdict(run_args).items() if k != "resume"})
+    meta.update(phase=loop["phase"], envs=env_meta, outcomes=loop["outcomes"][n][-100:], pool=pool, args={k: v for k, v in asdict(run_args).items() if k != "resume"},
+                adversary_reward=ADVERSARY_REWARD)
     return tensors, meta
 
 
@@ -1134,6 +1138,10 @@ def train_sumo(args, resume=None):
     if resume is not None:
         resume_meta = resume["seeds"][0]["meta"]
         resume_phase, mid_phase = resume_meta["phase"], resume_meta["iteration"] <= num_iterations[resume_meta["phase"]]
+        if resume_phase == 2 and args.defense in ("single", "two_timescale") and resume_meta.get("adversary_reward") != ADVERSARY_REWARD:
+            fail(f"--resume {args.resume}: the checkpoint does not record its attacker's reward (older code paid the attacker minus "
+                 "the victim's shaped reward, not env.adversary_reward()); resuming could train one victim against two rewards: "
+                 "start phase 2 afresh with --benign")
         if resume_phase == 2 and not mid_phase:
             print(f"{args.resume}: the run already finished at step {resume_meta['global_step']}; nothing to resume")
             report_saved()

@@ -305,6 +305,40 @@ def test_benign_must_be_a_finished_phase_1_policy(trained, tmp_path, capsys):
         assert notes == ([f"note: {path} was saved before its training phase finished (step {meta['global_step']})"] if noted else []), notes
 
 
+@pytest.mark.slow
+def test_phase_2_pays_the_attacker_adversary_reward_and_records_it(tmp_path, monkeypatch, capsys):
+    """Every phase-2 step of every game pays the attacker env.adversary_reward() (phase 1, self-play, never asks for it);
+    the checkpoint records that reward, and a phase-2 checkpoint without the record is not resumed."""
+    import types
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from envs import sumo
+
+    calls = []
+    real = sumo.SumoEnv.adversary_reward
+    monkeypatch.setattr(sumo.SumoEnv, "adversary_reward", lambda self: calls.append(1) or real(self))
+    monkeypatch.setattr(T, "interrupt", types.SimpleNamespace(in_loop=False, signum=None, saved=None), raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = T.resolve_args(T.Args(env_id="sumo-puck", benign_timesteps=512, total_timesteps=512, num_steps=128, num_minibatches=4,
+                                 update_epochs=2, eval_episodes=0, progress=False, defense="two_timescale"))
+    T.train_sumo(args)
+    assert len(calls) == args.num_iterations * args.batch_size > 0
+    (path,) = glob.glob(str(tmp_path / "runs" / "sumo-puck__two_timescale_adv__1__*" / "two_timescale_adv.safetensors"))
+    with safe_open(path, framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state = json.loads(meta["resume"])
+    assert state["adversary_reward"] == T.ADVERSARY_REWARD == "own_shaping"
+    del state["adversary_reward"]  # as a checkpoint of the code before the record
+    save_file(tensors, path, metadata={**meta, "resume": json.dumps(state)})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        T.train_sumo(*T.load_resume(T.Args(resume=path)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "does not record its attacker's reward" in err[0]
+
+
 def test_bad_sumo_flags_one_line_exit_2(tmp_path):
     assert "unknown sumo arena 'sumo-frog'" in one_line_error(run("two_timescale_adv.py", "--env-id", "sumo-frog", cwd=tmp_path, timeout=60))
     assert not os.path.exists(tmp_path / "runs")
