@@ -544,6 +544,9 @@ def run_arena_model(model, args):
               f"({out['seconds']:.0f} s)", file=sys.stderr, flush=True)
         return out
 
+    from attacks.certificate import certificate
+
+    result["certificate"] = certificate(model.policy, None)  # the victim's actor; no observation budget, so no bound
     natural_obs = []
     result["natural"] = run("natural", None, natural_obs)
     if "action_mix" in expand_attacks(args.attacks):
@@ -726,9 +729,9 @@ def certificate_line(r):
     """One line per result: the certificate's parts (docs/protocol.md)."""
     c = r["certificate"]
     found = f", MAD found {c['empirical_max_deviation']:.3g}" if c.get("empirical_max_deviation") is not None else ""
+    bound = f"action deviation bound {c['action_deviation_bound']:.4g} at eps {r['epsilon']:g}" if c.get("action_deviation_bound") is not None else "no observation budget"
     return (f"{os.path.basename(r['model'])} certificate: Lipschitz surrogate {c['lipschitz_surrogate']:.4g} (spectral product "
-            f"{c['spectral_product']:.4g}), action deviation bound {c['action_deviation_bound']:.4g} at eps {r['epsilon']:g}{found}, "
-            f"sigma_min {c['sigma_min']:.3g}, sparsity {c['sparsity']:.3f}")
+            f"{c['spectral_product']:.4g}), {bound}{found}, sigma_min {c['sigma_min']:.3g}, sparsity {c['sparsity']:.3f}")
 
 
 def table(results):
@@ -847,6 +850,8 @@ def main(args):
         for path, points in sweep.items():
             print(f"\n{path}")
             print(table(points))
+            for r in points:
+                print(certificate_line(r))
         out["sweep"] = sweep
         if args.plot:
             plot_sweep(sweep, args.plot)
@@ -855,6 +860,8 @@ def main(args):
     elif arena:
         results = [run_arena_model(m, args) for m in models]
         print(arena_table(results))
+        for r in results:
+            print(certificate_line(r))
         out["results"] = results
     else:
         results = [run_model(m, args, m.epsilons[0]) for m in models]
@@ -865,7 +872,7 @@ def main(args):
     if args.json:
         write_atomic(args.json, json.dumps(out, indent=1))
     if args.markdown:
-        write_atomic(args.markdown, (arena_table(results) if arena else table(results)) + "\n")
+        write_atomic(args.markdown, (arena_table(results) if arena else table(results)) + "\n\n" + "".join(f"- {certificate_line(r)}\n" for r in results))
     if args.track:
         import wandb
 

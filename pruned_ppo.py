@@ -461,6 +461,13 @@ def sparsity_at(step, total_steps, args):
     return args.target_sparsity * (1.0 - (1.0 - progress) ** 3)
 
 
+def scores_needed(step, total_steps, args):
+    """Whether the gradient of optimizer step `step` (1-based) feeds a mask update that can change the masks: the next
+    update (the first multiple of --prune-interval from `step` on) comes after --burn-in and the schedule rises to it."""
+    update = -(-step // args.prune_interval) * args.prune_interval
+    return update / total_steps > args.burn_in and sparsity_at(update, total_steps, args) > sparsity_at(update - args.prune_interval, total_steps, args)
+
+
 def prunable_layers(agent, args):
     """(state-dict name, layer) of the layers whose weights are pruned: the hidden layers of --prune-target, and their
     output layers with --prune-output-layer. Biases and the log-std are never pruned."""
@@ -800,7 +807,8 @@ if __name__ == "__main__":
     prune_gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])) for seed in seeds]
     random_scores = [torch.stack([torch.rand(layer.weight.shape[1:], generator=g) for g in prune_gens]) for _, layer in prunable]
     total_steps, prune_step = args.num_iterations * args.update_epochs * args.num_minibatches, 0
-    surrogate_dense = None  # the actor's surrogate just before the last mask update's masking (none yet: the masked one)
+    actor_index = [next((j for j, (_, p) in enumerate(prunable) if p is layer), None) for layer in agent.actor.layers]  # its mask, if pruned
+    last_update = None  # the actor's weights before and after the iteration's last mask update that changed a mask
 
     # ALGO Logic: Storage setup (normalized observations, as the actor saw them) [step, seed, env, ...]
     obs = np.zeros((args.num_steps, N, args.num_envs, obs_dim), dtype=np.float32)
@@ -978,11 +986,13 @@ if __name__ == "__main__":
 
                 optimizer.zero_grad()
                 loss.sum().backward()  # the seeds' parameters are disjoint: each seed's gradient is that of its own loss
+                if saliency and scores_needed(prune_step + 1, total_steps, args):
+                    # first-order Taylor scores, summed over the minibatches before a mask update that can change the
+                    # masks (not in burn-in, not once the target is reached), of the gradient before clipping
+                    torch._foreach_add_(saliency, [(layer.weight.detach() * layer.weight.grad).abs() for _, layer in prunable])
                 if args.max_grad_norm > 0:
                     clip_grad_norm_per_seed(agent.actor.parameters(), args.max_grad_norm)
                     clip_grad_norm_per_seed(agent.critic.parameters(), args.max_grad_norm)
-                for score, (_, layer) in zip(saliency, prunable):  # first-order Taylor scores, summed until the next update
-                    score.add_((layer.weight.detach() * layer.weight.grad).abs())
                 for w, (_, layer) in zip(dense, prunable):  # straight-through: the gradient taken at W * M steps the dense W
                     layer.weight.data.copy_(w)
                 optimizer.step()
@@ -999,13 +1009,19 @@ if __name__ == "__main__":
                         else:
                             scores = saliency if saliency else random_scores
                         new_masks = update_masks(masks, scores, sparsity_at(prune_step, total_steps, args), args.prune_method)
-                        for old, new, (_, layer) in zip(masks, new_masks, prunable):
-                            if args.prune_method != "magnitude_ste":  # a newly pruned weight must not move on Adam's momentum
+                        if any(not torch.equal(old, new) for old, new in zip(masks, new_masks)):
+                            # the actor before and after this update, from the same weights (Theorem 1: pruning does not
+                            # raise the surrogate); its surrogates are taken once, for the iteration's last such update
+                            current = [w for w in dense] if dense else [layer.weight.detach() for _, layer in prunable]
+                            last_update = [[current[j] * m[j] if j is not None else layer.weight.detach().clone() for j, layer in zip(actor_index, agent.actor.layers)]
+                                           for m in (masks, new_masks)]
+                            for old, new, (_, layer) in zip(masks, new_masks, prunable):
+                                # the newly pruned weights' Adam moments are zeroed: a weight that regrows (magnitude_ste)
+                                # starts afresh, not on the momentum it had before it was pruned
                                 for key in ("exp_avg", "exp_avg_sq"):
-                                    optimizer.state[layer.weight][key].mul_(new)
-                            old.copy_(new)
-                        surrogate_dense = lipschitz_surrogate([layer.weight for layer in agent.actor.layers])  # before masking
-                    for score in saliency:  # the scores of one interval, burn-in too
+                                    optimizer.state[layer.weight][key].mul_(1 - old * (1 - new))
+                                old.copy_(new)
+                    for score in saliency:  # the scores of one interval
                         score.zero_()
                 if prunable:
                     with torch.no_grad():
@@ -1039,14 +1055,15 @@ if __name__ == "__main__":
             "robust/loss": robust_loss.detach(),
             "prune/sparsity": sum((1 - m).flatten(1).sum(1) for m in masks) / max(1, sum(m[0].numel() for m in masks)) if masks else 0.0,
             **{f"prune/sparsity_{name.removesuffix('.weight')}": 1 - m.flatten(1).mean(1) for (name, _), m in zip(prunable, masks)},
-            "prune/surrogate_masked": (surrogate_masked := lipschitz_surrogate([layer.weight for layer in agent.actor.layers])),
-            "prune/surrogate_dense": surrogate_masked if surrogate_dense is None else surrogate_dense,
+            "prune/surrogate_masked": lipschitz_surrogate([layer.weight for layer in agent.actor.layers]),
+            **({"prune/surrogate_dense": lipschitz_surrogate(last_update[0]), "prune/surrogate_pruned": lipschitz_surrogate(last_update[1])} if last_update else {}),
             "charts/SPS": sps,
         }
         for tag, value in metrics.items():  # per-seed tensors and arrays go to their seed's run, numbers to all
             values = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else [value] * N
             for n in range(N):
                 log(n, tag, values[n], global_step)
+        last_update = None
         recent = [float(np.mean(r[-10:])) if r else float("nan") for r in recent_returns]
         pbar.update(args.batch_size)
         pbar.set_postfix(ret=f"{np.mean(recent):.0f}", sps=sps, refresh=False)

@@ -32,7 +32,7 @@ evaluations act with the mean, which action_deviation_bound certifies directly.
 Why the parts and not the paper's return bound: Theorems 1-2 bound the value lost to the optimal attacker by
 alpha c L~ eps with alpha = 2 [1 + gamma / (1 - gamma)^2] R_max (Sec. 3.1): 19802 R_max at gamma 0.99, about 2e4
 R_max. A discounted value gap can never exceed 2 R_max / (1 - gamma) = 200 R_max, so the bound says something only
-when c L~ eps sqrt(d) < 200 / 19802 = 0.0101; for the zoo's PPO and SA-PPO agents it is 47 to 1029 (even the TV
+when c L~ eps sqrt(d) < 200 / 19802 = 0.0101; for the zoo's PPO and SA-PPO agents it is 28 to 1029 (even the TV
 bound c L~ eps sqrt(d) is above 1, the largest TV there is). The return bound is vacuous, so we report what it is made
 of, each on its own: the Lipschitz surrogate (the quantity Theorem 1 makes monotone) and the tighter spectral
 product, sigma_min and c (they move with the learned std, not with pruning), the certified action deviation, the
@@ -57,7 +57,8 @@ def matrix_norms(weight):
 
 def certificate(policy, epsilon, obs_dim=None):
     """The certificate of the actor of `policy` at l_inf budget `epsilon` (a JSON-ready dict, see the docstring).
-    `empirical_max_deviation` is None here: the caller fills it from a MaxDeviation around an attack."""
+    `empirical_max_deviation` is None here: the caller fills it from a MaxDeviation around an attack. epsilon None (a
+    sumo checkpoint: its attacks take actions, not an observation ball): no action_deviation_bound."""
     weights = [layer.weight for layer in policy.actor.layers]
     in_dim = weights[0].shape[-1]
     if obs_dim is not None and obs_dim != in_dim:
@@ -72,7 +73,7 @@ def certificate(policy, epsilon, obs_dim=None):
         sigma_min=sigma_min,
         tv_constant=1.0 / (math.sqrt(2 * math.pi) * sigma_min),
         epsilon=epsilon,
-        action_deviation_bound=surrogate * epsilon * math.sqrt(in_dim),
+        action_deviation_bound=None if epsilon is None else surrogate * epsilon * math.sqrt(in_dim),
         empirical_max_deviation=None,
         sparsity=zeros / sum(w.numel() for w in weights),
         layers=layers,

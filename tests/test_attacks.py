@@ -121,9 +121,11 @@ def test_cli_table_json_and_sweep(victim, tmp_path):
     assert r["robustness"] == pytest.approx((worst - r["natural"]["mean"]) / abs(r["natural"]["mean"]))
     assert "| victim.safetensors | Hopper-v4 | 0.075 |" in proc.stdout
     assert (tmp_path / "t.md").read_text().startswith("| model |")
+    assert "- victim.safetensors certificate: Lipschitz surrogate" in (tmp_path / "t.md").read_text()  # the table's certificate line
     png = tmp_path / "curve.png"
     proc = run("eval_attacks.py", "--model", path, "--attacks", "random", "--episodes", 2, "--epsilons", 0, 0.1, "--json", out, "--plot", png)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("victim.safetensors certificate: ") == 2 and "at eps 0.1" in proc.stdout  # one per sweep point
     sweep = json.loads(out.read_text())["sweep"][path]
     assert [p["epsilon"] for p in sweep] == [0, 0.1]
     assert sweep[0]["attacks"]["random"]["mean"] == sweep[0]["natural"]["mean"]  # eps 0: no perturbation

@@ -234,12 +234,16 @@ def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_p
                              json=str(tmp_path / "eval.json"), progress=False)
     results = eval_attacks.main(args)["results"]
     assert [r["model"] for r in results] == list(args.model) and os.path.exists(tmp_path / "eval.json")
-    assert f"action_mix: fitting {len(runs)} adversaries in one process on sumo-puck" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert f"action_mix: fitting {len(runs)} adversaries in one process on sumo-puck" in captured.err
+    assert captured.out.count("certificate: Lipschitz surrogate") == len(runs) and "no observation budget" in captured.out
     for r in results:
         for row in (r["natural"], r["attacks"]["action_mix"]):
             assert row["win"] + row["loss"] + row["draw"] == pytest.approx(1.0) and len(row["returns"]) == 8
         assert r["attacks"]["action_mix"]["returns"] == r["natural"]["returns"] and r["attacks"]["action_mix"]["attacker_share"] == 0.0
         assert r["stealth"]["w2_squared"] == 0.0 and 14 not in r["stealth"]["features"]  # the clock is left out
+        cert = r["certificate"]  # the victim's actor, without an observation budget
+        assert cert["lipschitz_surrogate"] >= cert["spectral_product"] > 0 and cert["action_deviation_bound"] is None
     assert glob.glob(str(runs["none"][0] / "two_timescale_adv.safetensors.attacks" / "action_mix-*.safetensors"))  # cached
 
 
