@@ -248,6 +248,22 @@ def test_each_defense_writes_a_checkpoint_that_eval_attacks_reads(trained, tmp_p
 
 
 @pytest.mark.slow
+def test_ant_sumo_trains_both_phases_and_evaluates(tmp_path):
+    """The ant arena through the whole path: phase 1 (self-play) and phase 2 (two timescales), then eval_attacks.py's
+    action_mix attacker and stealth measure on the victim."""
+    proc = run("two_timescale_adv.py", "--env-id", "sumo-ant", "--benign-timesteps", 256, "--total-timesteps", 256, "--num-steps", 64,
+               "--num-minibatches", 2, "--update-epochs", 1, "--eval-episodes", 0, "--progress", "False", "--defense", "two_timescale",
+               cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = glob.glob(str(tmp_path / "runs" / "sumo-ant__two_timescale_adv__1__*" / "two_timescale_adv.safetensors"))
+    (r,) = eval_attacks.main(eval_attacks.Args(model=(path,), attacks=("action_mix",), eps_pi=1.0, action_mix_steps=256, episodes=4, progress=False))["results"]
+    assert r["env_id"] == "sumo-ant" and r["attacks"]["action_mix"]["attacker_share"] == 1.0
+    for row in (r["natural"], r["attacks"]["action_mix"]):
+        assert row["win"] + row["loss"] + row["draw"] == pytest.approx(1.0) and len(row["returns"]) == 4
+    assert r["stealth"]["k"] == 10 and r["stealth"]["w2_squared"] >= 0
+
+
+@pytest.mark.slow
 def test_the_coin_gives_the_attacker_eps_pi_of_agent_1s_steps(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
