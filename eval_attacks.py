@@ -840,6 +840,8 @@ def main(args):
         fail("--gif draws sumo games: it needs a sumo checkpoint")
     if args.episodes is None:
         args.episodes = 200 if arena else 50  # the sumo rates need enough games: 200 gives a standard error <= 0.035
+    elif arena and args.episodes < 200:
+        print(f"note: {args.episodes} games per row; the protocol's sumo rates take 200 (a standard error <= 0.035)", file=sys.stderr, flush=True)
     torch.set_num_threads(args.torch_threads)
     announce_fits(models, names, args)
     if args.batch_fits:
