@@ -6,13 +6,14 @@ Paper: "Pruning Cannot Hurt Robustness: Certified Trade-offs in Reinforcement Le
     loss   PPO loss + kappa * SA-PPO's regularizer (as sappo.py; --kappa 0: pruning only, the inner loop is skipped)
     prune  if t / T > --burn-in and t % --prune-interval == 0: masks for sparsity s(t), the cubic schedule of Zhu & Gupta
            (arXiv 1710.01878), s(t) = s_f (1 - (1 - p)^3), p = (t/T - burn_in) / (prune_end - burn_in) clipped to [0, 1]
-    apply  W <- W * M after every optimizer step (pruned weights stay exactly 0; Adam's moments of the pruned weights
-           are zeroed); magnitude_ste instead keeps dense W, steps it with the gradient taken at W * M (straight-through)
-           and recomputes M from |W|, so weights can regrow
+    apply  W <- W * M after every optimizer step (pruned weights stay exactly 0; Adam's moments of the newly pruned
+           weights are zeroed); magnitude_ste instead keeps dense W, steps it with the gradient taken at W * M
+           (straight-through) and recomputes M from |W|, so weights can regrow
 Methods (--prune-method): magnitude (smallest |w| per layer, nested masks), random (ERK per-layer densities, Evci et al.
 arXiv 1911.11134, nested), magnitude_ste, saliency (first-order Taylor |w dL/dw| summed over the --prune-interval
-minibatches before each mask update, nested), none. Masks are saved under prune/ in the checkpoint; the stored weights
-are already masked.
+minibatches before each mask update that can change a mask, nested), none. Masks are saved under prune/ in the
+checkpoint; the stored weights are already masked. Beyond pruning, `diff sappo.py pruned_ppo.py` shows the 256-256
+default (App. D; sappo.py's per-env learning rates were tuned at 64-64) and the W&B labels (method and sparsity).
 The certified report (Theorem 1: the product of per-layer norm surrogates) is eval_attacks.py's `certificate`.
 
 Reproduce a frontier point of the paper (Table 2, Hopper, magnitude; the paper trains 50M steps, we 2M):
