@@ -691,8 +691,8 @@ def pruning_section(data):
                       "| method | sparsity | picked now | seeds | natural | SA-RL | PA-AD | norm. SA-RL | norm. PA-AD | worst of 6 |",
                       "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
         lines += ["Sources: " + "; ".join(sorted({c["source"] for c in configs} | {c["strong_source"] for c in configs if c.get("strong_source")})), ""]
-    if plots:
-        lines += ["Plots: " + ", ".join(f"`benchmark/results/report/pruning_frontier__{env}.png`, `benchmark/results/report/pruning_certificate__{env}.png`" for env in plots)]
+    if drawn := [env for env, points in plots.items() if any(p["method"] != "none" for p in points)]:
+        lines += ["Plots: " + ", ".join(f"`benchmark/results/report/pruning_frontier__{env}.png`, `benchmark/results/report/pruning_certificate__{env}.png`" for env in drawn)]
     return "\n".join(lines).rstrip(), plots
 
 
@@ -707,6 +707,8 @@ def plot_pruning(plots, planned=None):
     if planned is None:
         os.makedirs(out, exist_ok=True)
     for env, points in plots.items():
+        if all(p["method"] == "none" for p in points):  # the dense agent alone: no curve to draw yet
+            continue
         frontier, certificate = (os.path.join(out, f"pruning_{kind}__{env}.png") for kind in ("frontier", "certificate"))
         if (digest := png_inputs(frontier, points, planned)) is not None:
             draw_frontier(plt, env, points, frontier, digest)

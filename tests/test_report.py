@@ -211,6 +211,11 @@ def test_two_timescale_figure_from_curves(tmp_path):
 
 def test_pruning_plots_are_written(tmp_path, monkeypatch):
     pruning_json(tmp_path, "none__Hopper-v4.json", [(1000, 500, 500, 500, 500), (1000, 500, 500, 500, 500)])
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    text, plots = report.pruning_section(report.load_pruning(str(tmp_path)))
+    report.plot_pruning(plots)  # the dense agent alone: no curve, no PNG, no "Plots:" line
+    assert not (tmp_path / "report").exists() or not list((tmp_path / "report").iterdir())
+    assert "Plots:" not in text
     pruning_json(tmp_path, "magnitude0.5__Hopper-v4.json", [(1000, 650, 650, 650, 650), (900, 650, 650, 650, 650)])
     monkeypatch.setattr(report, "RESULTS", str(tmp_path))
     report.plot_pruning(report.pruning_section(report.load_pruning(str(tmp_path)))[1])
