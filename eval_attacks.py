@@ -362,6 +362,9 @@ def fit_side_by_side(models, names, args):
 # 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same run); sa_rl_ref and action_mix (the same
 # PPO learner, not timed on its own) take sa_rl's rate.
 FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
+# The arena's action_mix adversaries, several side by side as eval_attacks fits them, beside one other process
+# (2026-11-24, benchmark/logs/sumo-*__benign__vs*.log): sumo-puck 2230 steps/s (3 fits), sumo-ant 780 (3 fits).
+ARENA_FIT_STEPS_PER_SECOND = {"sumo-puck": 2200, "sumo-ant": 800}
 # Robust Sarsa side by side (attacks.rs.fit_many, the default): 2.5x the rate of one Q at a time (benchmark/fit_speed.py
 # --attack rs, RESULTS "Speed: learned attacks fitted side by side"; 3.1x in a shorter check of 50k steps x 2 epochs).
 RS_SIDE_BY_SIDE_SPEEDUP = 2.5
@@ -386,6 +389,7 @@ def announce_fits(models, names, args):
         return
     todo, done = {n: 0 for n in learned}, {n: 0 for n in learned}
     budgets = {n: [] for n in learned}  # steps of each fit to come: the _ref attacks' defaults depend on the env
+    seconds = {n: 0.0 for n in learned}
     for model in models:
         for epsilon in model.epsilons:
             for name in learned:
@@ -396,19 +400,21 @@ def announce_fits(models, names, args):
                         continue
                     todo[name] += 1
                     budgets[name].append(fit_steps(name, args, model.env_id))
+                    rate = ARENA_FIT_STEPS_PER_SECOND[model.env_id] if model.benign is not None else FIT_STEPS_PER_SECOND[name]
+                    seconds[name] += budgets[name][-1] / rate
                     folder = os.path.dirname(os.path.abspath(cache))
                     if not os.access(folder if os.path.isdir(folder) else os.path.dirname(folder), os.W_OK):
                         fail(f"{folder}: cannot write the attack cache here ({name} would train and not be saved)")
     parts, total = [], 0.0
     for name in (n for n in learned if todo[n]):
-        seconds = sum(budgets[name]) / FIT_STEPS_PER_SECOND[name] / (RS_SIDE_BY_SIDE_SPEEDUP if name == "rs" and args.batch_fits else 1)
-        total += seconds
+        took = seconds[name] / (RS_SIDE_BY_SIDE_SPEEDUP if name == "rs" and args.batch_fits else 1)
+        total += took
         if name == "rs":
             fits = f"{todo[name]} Q function{'s' if todo[name] > 1 else ''} x "
         else:
             fits = f"{todo[name]} x " if todo[name] > 1 else ""
         steps = "/".join(count(b) for b in sorted(set(budgets[name])))  # e.g. 999424/4999168: Hopper and Ant models
-        parts.append(f"{name} ({fits}{steps} steps, ~{format_duration(max(seconds, 1))})")
+        parts.append(f"{name} ({fits}{steps} steps, ~{format_duration(max(took, 1))})")
     cached = [n if not todo[n] else f"{n} ({done[n]} of {done[n] + todo[n]})" for n in learned if done[n]]
     line = f"will train: {', '.join(parts) or 'none'}"
     if len(parts) > 1:

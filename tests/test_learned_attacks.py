@@ -783,3 +783,14 @@ def test_cli_fits_the_rs_grid_side_by_side_then_loads(tmp_path):
     again = run("eval_attacks.py", *flags, cwd=tmp_path, timeout=600)
     assert again.returncode == 0 and again.stderr.count("loaded") == len(rs.RS_GRID) and "in one process" not in again.stderr
     assert "rs" in json.loads((tmp_path / "rs.json").read_text())["results"][0]["attacks"]
+
+
+def test_the_fit_estimate_takes_the_arena_s_own_rate(capsys):
+    """The up-front estimate of an arena adversary's fit uses its arena's rate: an ant-sumo step costs about 3x a
+    puck-sumo one (1M steps: ~21 min against ~8 min), not the MuJoCo action_mix rate."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for body, minutes in (("ant", 21), ("puck", 8)):
+        path = os.path.join(root, "benchmark", "checkpoints", f"two_timescale_adv__benign__sumo-{body}__1.safetensors")
+        args = eval_attacks.Args(model=(path,), attacks=("action_mix",), eps_pi=1.0, action_mix_steps=1_000_000, attack_seed=12345)
+        eval_attacks.announce_fits([eval_attacks.open_model(path, args)], ["action_mix"], args)
+        assert capsys.readouterr().err == f"will train: action_mix (1M steps, ~{minutes} min); cached: none\n"
