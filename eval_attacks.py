@@ -362,8 +362,9 @@ def fit_side_by_side(models, names, args):
 # 2380 / 2670, pa_ad_ref 2220 / 2280 (sa_rl 2900 on HalfCheetah-v4 in the same run); sa_rl_ref and action_mix (the same
 # PPO learner, not timed on its own) take sa_rl's rate.
 FIT_STEPS_PER_SECOND = {"rs": 1800, "sa_rl": 2200, "pa_ad": 1600, "sa_rl_ref": 2200, "pa_ad_ref": 2000, "action_mix": 2200}
-# The arena's action_mix adversaries, several side by side as eval_attacks fits them, beside one other process
-# (2026-11-24, benchmark/logs/sumo-*__benign__vs*.log): sumo-puck 2230 steps/s (3 fits), sumo-ant 780 (3 fits).
+# The arena's action_mix adversaries, 3 fits side by side as eval_attacks fits them, beside one training process
+# (2026-11-24, benchmark/logs/sumo-*__vs*.log): sumo-puck 2230 steps/s, sumo-ant 780 on the 2-core AMD EPYC VM;
+# 5190 and 2100 on a 2-core Intel Xeon VM. An ant step costs 2.5-2.9x a puck step on both; the slower machine's rates.
 ARENA_FIT_STEPS_PER_SECOND = {"sumo-puck": 2200, "sumo-ant": 800}
 # Robust Sarsa side by side (attacks.rs.fit_many, the default): 2.5x the rate of one Q at a time (benchmark/fit_speed.py
 # --attack rs, RESULTS "Speed: learned attacks fitted side by side"; 3.1x in a shorter check of 50k steps x 2 epochs).
@@ -755,9 +756,22 @@ def table(results):
     return "\n".join(lines)
 
 
+def cpu_model():
+    """The processor's name (/proc/cpuinfo's "model name"; else the platform's): a host name alone does not say which
+    CPU a number came from, and MuJoCo's chaotic games (ant-sumo) come out differently on another instruction set."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def provenance():
-    """Command, commit and date of this evaluation, taken when it starts (the code it runs is the code it started
-    with: a long evaluation must not record a commit made while it ran); "-dirty" if tracked .py files differ."""
+    """Command, commit, date and machine of this evaluation, taken when it starts (the code it runs is the code it
+    started with: a long evaluation must not record a commit made while it ran); "-dirty" if tracked .py files differ."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -768,7 +782,7 @@ def provenance():
     import mujoco
 
     return dict(command=" ".join(sys.argv), git_commit=commit, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu", versions=dict(torch=torch.__version__, gymnasium=gym.__version__, mujoco=mujoco.__version__))
+                machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, {cpu_model()}", versions=dict(torch=torch.__version__, gymnasium=gym.__version__, mujoco=mujoco.__version__))
 
 
 def write_atomic(path, text):
