@@ -230,3 +230,66 @@ def test_a_parked_grid_continues_on_another_machine(tmp_path, monkeypatch, capsy
     launch.main(launch.Args(scripts=("ppo_continuous.py",), envs=("Hopper-v4",), seeds=(1, 2), seeds_per_process=2, tag="__t", collect=True,
                             out_dir=str(b)))
     assert capsys.readouterr().out.count("(collected earlier)") == 2
+
+
+STUB = r'''
+import os, sys, time
+record = os.environ["STUB_RECORD"]
+def log(what):
+    with open(record, "a") as f:
+        f.write(f"{what} {os.getppid()} {time.time():.6f}\n")
+script, args = sys.argv[1], sys.argv[2:]
+if script.endswith("launch.py"):
+    sys.exit(0)
+time.sleep(0.4)
+if script == "two_timescale_adv.py":
+    exp = args[args.index("--exp-name") + 1]
+    log(f"train {exp} start")
+    time.sleep(0.4)
+    for seed in (1, 2, 3):
+        folder = f"runs/sumo-puck__{exp}__{seed}__1_x"
+        os.makedirs(folder, exist_ok=True)
+        for name in ("benign", exp):
+            open(f"{folder}/{name}.safetensors", "w").write(f"{exp} {seed}")
+        how = "saved to" if exp == "phase1" else "from"
+        print(f"seed {seed}: benign policy {how} {folder}/benign.safetensors; model saved to {folder}/{exp}.safetensors")
+    log(f"train {exp} end")
+else:  # eval_attacks.py
+    out = args[args.index("--json") + 1]
+    log(f"attack {os.path.basename(out)} start")
+    time.sleep(0.4)
+    open(out, "w").write("{}")
+    log(f"attack {os.path.basename(out)} end")
+'''
+
+
+def test_two_sumo_grids_in_one_clone_share_the_steps(tmp_path):
+    """Two sumo.sh processes in the same folder: every step (10 trainings and attacks at one budget) runs exactly once,
+    both processes work, an attack starts only after its group's training ended, a defense only after the benign
+    policies, and a claim left by a dead process is taken over. The Python it calls is a stub that takes 0.8 s a step."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "benchmark" / "grids").mkdir(parents=True)
+    shutil.copy(os.path.join(launch.ROOT, "benchmark", "grids", "sumo.sh"), tmp_path / "benchmark" / "grids")
+    (tmp_path / "stub.py").write_text(STUB)
+    record = tmp_path / "record.txt"
+    dead = tmp_path / "runs" / ".locks" / "sumo-puck.train.self_play"  # a claim by a process that no longer runs
+    dead.mkdir(parents=True)
+    (dead / "by").write_text("999999999 Mon Jan  1 00:00:00 2026\n")
+    env = {**os.environ, "PY": f"{sys.executable} {tmp_path / 'stub.py'}", "STUB_RECORD": str(record), "BUDGETS": "0.3", "POLL_SECONDS": "0.2"}
+    grids = [subprocess.Popen(["bash", "benchmark/grids/sumo.sh"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in grids:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    events = [line.split() for line in record.read_text().splitlines()]
+    starts = [(kind, name) for kind, name, what, _, _ in events if what == "start"]
+    groups = ["two_timescale_eps0.3", "single_eps0.3", "self_play", "fictitious_play"]
+    assert sorted(starts) == sorted([("train", "phase1"), ("attack", "benign__sumo-puck__vs0.3.json")]
+                                    + [("train", g) for g in groups] + [("attack", f"{g}__sumo-puck__vs0.3.json") for g in groups])
+    assert len({pid for *_, pid, _ in events}) == 2  # both processes took steps
+    when = {(kind, name, what): float(t) for kind, name, what, _, t in events}
+    assert all(when[("train", g, "start")] > when[("train", "phase1", "end")] for g in groups)
+    assert all(when[("attack", f"{g}__sumo-puck__vs0.3.json", "start")] > when[("train", g, "end")] for g in groups)
+    for g in groups + ["benign"]:
+        assert (tmp_path / "benchmark" / "checkpoints" / f"two_timescale_adv__{g}__sumo-puck__3.safetensors").is_file()
+    assert not any((tmp_path / "runs" / ".locks").iterdir())  # every claim released

@@ -10,7 +10,13 @@
 #     bash benchmark/grids/sumo.sh                      # puck: about 11 core-hours (docs/sumo.md); one process at a time
 #     bash benchmark/grids/sumo.sh ant
 #     PY=.venv/bin/python bash benchmark/grids/sumo.sh
+#     bash benchmark/grids/sumo.sh & bash benchmark/grids/sumo.sh    # two cores: two processes share the grid
+#     BUDGETS=0.3 bash benchmark/grids/sumo.sh           # the self-play attacks and Fig. 4c at eps_pi 0.3 only
 #
+# Several processes in the same clone share the work: each step (a training of 3 seeds, or an attack on one victim
+# group) is claimed under runs/.locks/ before it runs, a process skips what another holds and what waits on it (an
+# attack on a group still in training, a defense before its benign policies), and goes over the list again until
+# every step is done. A claim whose process has died (an interrupt, a crash) is taken over.
 # Re-running continues where it stopped: a finished training (its checkpoints copied to benchmark/checkpoints/) or an
 # evaluation whose JSON exists is skipped, an interrupted training resumes from its last checkpoint (SIGTERM or Ctrl-C
 # save one; --save-every 10 iterations otherwise), and the learned attackers are cached next to the checkpoints. Phase 1 runs alone
@@ -26,14 +32,35 @@ PY=${PY:-python}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # e.g. a smoke run in a scratch clone: "--benign-timesteps 4096 --total-timesteps 4096 --num-steps 256"
 EXTRA_EVAL=${EXTRA_EVAL:-}    # and "--action-mix-steps 4096 --episodes 20"
 ENV=sumo-$BODY
-BUDGETS="0.3 0.7 1.0"
-CK=benchmark/checkpoints
-mkdir -p "$CK" benchmark/results/sumo benchmark/logs
-$PY benchmark/launch.py --unpark  # run folders parked on another machine (launch.py --park) continue here
+BUDGETS=${BUDGETS:-0.3 0.7 1.0}
+CK=benchmark/checkpoints LOCKS=runs/.locks
+mkdir -p "$CK" benchmark/results/sumo benchmark/logs "$LOCKS"
 
+me() { echo "$1 $(ps -o lstart= -p "$1" 2>/dev/null)"; }  # a process: its pid and start time (pids are reused)
+claim() {  # step name: 0 if this process now holds it; 1 if a live process does
+  local lock=$LOCKS/$ENV.$1 holder
+  mkdir "$lock" 2>/dev/null && { me $$ > "$lock/by"; return 0; }
+  holder=$(cat "$lock/by" 2>/dev/null || true)
+  if [ -z "$holder" ]; then  # being claimed this instant, or its claimer died in between (an old lock)
+    [ -n "$(find "$lock" -maxdepth 0 -mmin +1)" ] || return 1
+  elif [ "$(me "${holder%% *}")" = "$holder" ]; then return 1; fi
+  rm -rf "$lock"  # its process is gone: take it over (if another process is faster, it is that one's)
+  mkdir "$lock" 2>/dev/null && { me $$ > "$lock/by"; return 0; }
+  return 1
+}
+release() { rm -rf "$LOCKS/$ENV.$1"; }
+
+until claim unpark; do sleep 1; done  # run folders parked on another machine (launch.py --park) continue here
+$PY benchmark/launch.py --unpark
+release unpark
+
+WAITING=0  # set when a step is left for later: another process holds it, or what it needs is not there yet
 train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's checkpoint is copied to benchmark/checkpoints/
   local name=$1 flags=$2 log=benchmark/logs/two_timescale_adv__${ENV}__$1.log
   [ -f "$CK/two_timescale_adv__${name}__${ENV}__3.safetensors" ] && return 0
+  if [ "$name" != benign ] && [ ! -f "$CK/two_timescale_adv__benign__${ENV}__3.safetensors" ]; then WAITING=1; return 0; fi
+  claim "train.$name" || { WAITING=1; return 0; }
+  [ -f "$CK/two_timescale_adv__${name}__${ENV}__3.safetensors" ] && { release "train.$name"; return 0; }  # done while we looked
   # phase 1's run has its own name: a run named benign would write its victim over its benign.safetensors
   local exp=${name/#benign/phase1} last ckpt=
   # an interrupted run continues: seed 1's newest folder of this name, from the victim's checkpoint in phase 2, else benign
@@ -54,29 +81,44 @@ train() {  # name, flags: seeds 1-3 in one process; when it ends, every seed's c
     seed=$((seed + 1))
   done < <(sed -n 's/^seed [0-9]*: benign policy \(saved to\|from\) \(.*\); model saved to \(.*\)$/\2 \3/p' "$log" | tail -n 3)
   [ $seed = 4 ] || { echo "error: $log does not name the 3 seeds' checkpoints" >&2; exit 1; }
+  release "train.$name"
 }
 
 attack() {  # victim group, eps_pi: its 3 seeds against a fresh attacker
   local out=benchmark/results/sumo/$1__${ENV}__vs$2.json
+  [ -f "$out" ] && return 0
+  [ -f "$CK/two_timescale_adv__$1__${ENV}__3.safetensors" ] || { WAITING=1; return 0; }  # its training is another's
+  claim "attack.$1.$2" || { WAITING=1; return 0; }
   [ -f "$out" ] || $PY eval_attacks.py --model "$CK"/two_timescale_adv__$1__${ENV}__{1,2,3}.safetensors --attacks action_mix --eps-pi "$2" \
     $EXTRA_EVAL --json "$out" > "benchmark/logs/${ENV}__$1__vs$2.log" 2>&1
+  release "attack.$1.$2"
 }
 
-if [ "$BODY" = ant ]; then  # the self-play victims and the attack on them; the defenses would cost about 15x the puck's
+grid_ant() {  # the self-play victims and the attack on them; the defenses would cost about 15x the puck's
   train benign "--defense none --total-timesteps 2048 --benign-timesteps ${ANT_BENIGN_STEPS:-2000000}"
   for eps in 1.0 0.3; do attack benign "$eps"; done
-  exit 0
-fi
-# the benign policies (the self-play victims) first, and the attack on them: the paper's Fig. 3 and 6 / Table 4 shape
-train benign "--defense none --total-timesteps 2048"
-for eps in $BUDGETS; do attack benign "$eps"; done
-B="$CK/two_timescale_adv__benign__${ENV}__1.safetensors $CK/two_timescale_adv__benign__${ENV}__2.safetensors $CK/two_timescale_adv__benign__${ENV}__3.safetensors"
-# the victims of every defense from the same benign policies, then the attack on each: Fig. 4c, one eps_pi at a time,
-# so that a stopped grid leaves whole slices (the baselines are trained before the first slice; train skips them after)
-for eps in $BUDGETS; do
-  train two_timescale_eps$eps "--defense two_timescale --eps-pi $eps --benign $B"
-  train single_eps$eps "--defense single --eps-pi $eps --benign $B"
-  train self_play "--defense self_play --benign $B"
-  train fictitious_play "--defense fictitious_play --benign $B"
-  for victim in two_timescale_eps$eps single_eps$eps self_play fictitious_play; do attack "$victim" "$eps"; done
+}
+
+grid_puck() {
+  # the benign policies (the self-play victims) first, and the attack on them: the paper's Fig. 3 and 6 / Table 4 shape
+  train benign "--defense none --total-timesteps 2048"
+  for eps in $BUDGETS; do attack benign "$eps"; done
+  B="$CK/two_timescale_adv__benign__${ENV}__1.safetensors $CK/two_timescale_adv__benign__${ENV}__2.safetensors $CK/two_timescale_adv__benign__${ENV}__3.safetensors"
+  # the victims of every defense from the same benign policies, then the attack on each: Fig. 4c, one eps_pi at a time,
+  # so that a stopped grid leaves whole slices (the baselines are trained before the first slice; train skips them after)
+  for eps in $BUDGETS; do
+    train two_timescale_eps$eps "--defense two_timescale --eps-pi $eps --benign $B"
+    train single_eps$eps "--defense single --eps-pi $eps --benign $B"
+    train self_play "--defense self_play --benign $B"
+    train fictitious_play "--defense fictitious_play --benign $B"
+    for victim in two_timescale_eps$eps single_eps$eps self_play fictitious_play; do attack "$victim" "$eps"; done
+  done
+}
+
+# over the list until every step is done; a pass that left steps to other processes waits a little, then looks again
+while :; do
+  WAITING=0
+  grid_$BODY
+  [ $WAITING = 0 ] && break
+  sleep "${POLL_SECONDS:-30}"
 done
