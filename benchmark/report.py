@@ -840,10 +840,18 @@ def sumo_section(data):
                   "| victim | trained at eps_pi | seeds | natural win / loss / draw | "
                   + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",
                   "|---|---|---|---|" + "---|---|" * len(budgets)]
-        sources = set()
+        sources, differs = set(), []
         for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
             first = docs[min(docs)]["results"]
-            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "loss", "draw"))
+            rates = {b: " / ".join(f"{np.mean([r['natural'][k] for r in d['results']]):.2f}" for k in ("win", "loss", "draw")) for b, d in sorted(docs.items())}
+            nat = rates[min(docs)]
+            # the same victims, benign policy and games in every JSON of the group: their natural rows agree unless
+            # the evaluations ran on different CPUs (chaotic games; docs/sumo.md, reset) or on different code
+            if any([r["natural"][k] for r in d["results"] for k in ("win", "loss", "draw")] != [r["natural"][k] for r in first for k in ("win", "loss", "draw")]
+                   for d in docs.values()):
+                nat += " †"
+                differs.append(f"{SUMO_LABEL[name]}{'' if eps_pi is None else f' trained at {eps_pi:g}'}: "
+                               + ", ".join(f"{rates[b]} in the evaluation at {b:g}" for b in rates))
             cells = []
             for b in budgets:
                 doc = docs.get(b)
@@ -855,6 +863,9 @@ def sumo_section(data):
                 w2, floor = np.mean([r["stealth"]["w2_squared"] for r in rs]), np.mean([r["stealth"].get("floor", np.nan) for r in rs])
                 cells += [seeds_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs], digits=2) + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
             lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first)} | {nat} | " + " | ".join(cells) + " |")
+        if differs:
+            lines += ["", "† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on "
+                      "different CPUs (docs/sumo.md): " + "; ".join(differs) + "."]
         lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
     return "\n".join(lines).rstrip()
 

@@ -304,6 +304,16 @@ def test_sumo_table_rows_rates_and_training_mark(tmp_path):
     assert rows[1].endswith("| 1 | 0.50 / 0.00 / 0.50 |  |  | 0.60 | 1 [0.01] |")  # not attacked at 0.3 yet; one seed: no s.e.
     assert rows[2].startswith("| two_timescale | 0.3 | 1 |") and "| 0.10 * |" in rows[2]  # * = the training budget
     assert report.sumo_section({}) == "No sumo results yet."
+    assert "†" not in section  # the natural rows of the self-play victims agree between their two JSONs
+
+
+def test_sumo_table_marks_natural_rows_that_differ_between_evaluations(tmp_path):
+    sumo_json(tmp_path, "benign__sumo-ant__vs0.3.json", [((0.5, 0.1, 0.4), 0.3, 0.5)])
+    sumo_json(tmp_path, "benign__sumo-ant__vs1.0.json", [((0.4, 0.2, 0.4), 0.3, 0.5)])  # the same victim's games, other outcomes
+    section = report.sumo_section(report.load_sumo(str(tmp_path)))
+    assert "| self-play (phase 1) |  | 1 | 0.50 / 0.40 / 0.10 † |" in section
+    assert ("† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on different CPUs "
+            "(docs/sumo.md): self-play (phase 1): 0.50 / 0.40 / 0.10 in the evaluation at 0.3, 0.40 / 0.40 / 0.20 in the evaluation at 1.") in section
 
 
 def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
