@@ -813,15 +813,31 @@ def prmdp_section(data, curves=None):
     return "\n".join(lines).rstrip()
 
 # The sumo arena (arXiv 2305.17342, Sec. 7 and App. E; benchmark/grids/sumo.sh): a victim group's seeds against a fresh
-# action_mix attacker at one budget, one JSON each: `sumo/{name}__{env}__vs{e_attack}.json`, name = benign (the
-# self-play victims of phase 1), self_play, fictitious_play, or {single,two_timescale}_eps{e} (trained at budget e).
-SUMO_NAME = re.compile(r"^(benign|self_play|fictitious_play|single|two_timescale)(?:_eps([0-9.]+))?__(sumo-[a-z]+)__vs([0-9.]+)\.json$")
+# action_mix attacker at one budget, one JSON each: `sumo/{name}__{env}__vs{e_attack}[__attack_seed{k}].json`, name =
+# benign (the self-play victims of phase 1), self_play, fictitious_play, or {single,two_timescale}_eps{e} (trained at
+# budget e); attack seed k > 0: another fresh attacker against the same victims (its fit seeded by --attack-seed k).
+SUMO_NAME = re.compile(r"^(benign|self_play|fictitious_play|single|two_timescale)(?:_eps([0-9.]+))?__(sumo-[a-z]+)__vs([0-9.]+)(?:__attack_seed([0-9]+))?\.json$")
 SUMO_ORDER = ("benign", "self_play", "fictitious_play", "single", "two_timescale")
 SUMO_LABEL = {"benign": "self-play (phase 1)", "self_play": "self_play", "fictitious_play": "fictitious_play", "single": "single", "two_timescale": "two_timescale"}
 
 
 def load_sumo(folder=None):
-    return load_attacked_victims(folder or os.path.join(RESULTS, "sumo"), SUMO_NAME)
+    """{env: {(victim group, train eps_pi or None): {attack eps_pi: [eval doc per attack seed, seed 0 first]}}}"""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder or os.path.join(RESULTS, "sumo"), "*.json"))):
+        m = SUMO_NAME.match(os.path.basename(path))
+        if m:
+            victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
+            out.setdefault(m.group(3), {}).setdefault(victim, {}).setdefault(float(m.group(4)), {})[int(m.group(5) or 0)] = json.load(open(path))
+    return {env: {v: {b: [docs[k] for k in sorted(docs)] for b, docs in budgets.items()} for v, budgets in victims.items()}
+            for env, victims in out.items()}
+
+
+def best_attackers(docs):
+    """Per victim seed, the result of the attacker (of several fitted with different attack seeds) that won the most
+    games (the first on a tie): a fit can settle in a local optimum (draws) and a best response is the best one found."""
+    return [max((d["results"][i] for d in docs), key=lambda r: r["attacks"]["action_mix"]["attacker_win_rate"])
+            for i in range(len(docs[0]["results"]))]
 
 
 def sumo_section(data):
@@ -830,38 +846,40 @@ def sumo_section(data):
     lines = []
     for env, victims in sorted(data.items()):
         budgets = sorted({b for docs in victims.values() for b in docs})
-        games = sorted({r["episodes"] for docs in victims.values() for d in docs.values() for r in d["results"]})
-        features = sorted({len(r["stealth"]["features"]) for docs in victims.values() for d in docs.values() for r in d["results"]})  # --stealth-features
+        games = sorted({r["episodes"] for docs in victims.values() for ds in docs.values() for d in ds for r in d["results"]})
+        features = sorted({len(r["stealth"]["features"]) for docs in victims.values() for ds in docs.values() for d in ds for r in d["results"]})  # --stealth-features
         lines += [f"**{env}**: per victim group (seeds of one configuration), the victim's rates against the benign policy with "
                   f"no attack (mean over seeds), and under a fresh `action_mix` attacker at each budget eps_pi: the attacker's win "
-                  f"rate (the victim's loss rate; mean +- s.e. over seeds; lower = harder to exploit) and the stealth measure W2^2 "
-                  f"(sum over the {'/'.join(map(str, features))} most important observation features, ranked per seed on its own natural games; mean over seeds, the natural-halves floor in brackets). "
+                  f"rate (the victim's loss rate; mean +- s.e. over seeds; lower = harder to exploit; where several attackers were "
+                  f"fitted per victim, with different attack seeds, the best one's, their number in brackets) and the stealth measure W2^2 "
+                  f"of that attacker (sum over the {'/'.join(map(str, features))} most important observation features, ranked per seed on its own natural games; mean over seeds, the natural-halves floor in brackets). "
                   f"{'/'.join(map(str, games))} games per seed and row; * marks the victim's training budget.", "",
                   "| victim | trained at eps_pi | seeds | natural win / loss / draw | "
                   + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",
                   "|---|---|---|---|" + "---|---|" * len(budgets)]
         sources, differs = set(), []
         for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
-            first = docs[min(docs)]["results"]
-            rates = {b: " / ".join(f"{np.mean([r['natural'][k] for r in d['results']]):.2f}" for k in ("win", "loss", "draw")) for b, d in sorted(docs.items())}
+            first = docs[min(docs)][0]["results"]
+            rates = {b: " / ".join(f"{np.mean([r['natural'][k] for r in ds[0]['results']]):.2f}" for k in ("win", "loss", "draw")) for b, ds in sorted(docs.items())}
             nat = rates[min(docs)]
             # the same victims, benign policy and games in every JSON of the group: their natural rows agree unless
             # the evaluations ran on different CPUs (chaotic games; docs/sumo.md, reset) or on different code
             if any([r["natural"][k] for r in d["results"] for k in ("win", "loss", "draw")] != [r["natural"][k] for r in first for k in ("win", "loss", "draw")]
-                   for d in docs.values()):
+                   for ds in docs.values() for d in ds):
                 nat += " †"
                 differs.append(f"{SUMO_LABEL[name]}{'' if eps_pi is None else f' trained at {eps_pi:g}'}: "
                                + ", ".join(f"{rates[b]} in the evaluation at {b:g}" for b in rates))
             cells = []
             for b in budgets:
-                doc = docs.get(b)
-                if doc is None:
+                ds = docs.get(b)
+                if ds is None:
                     cells += ["", ""]
                     continue
-                sources.add(provenance(doc))
-                rs = doc["results"]
+                sources.update(provenance(d) for d in ds)
+                rs = best_attackers(ds)
                 w2, floor = np.mean([r["stealth"]["w2_squared"] for r in rs]), np.mean([r["stealth"].get("floor", np.nan) for r in rs])
-                cells += [seeds_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs], digits=2) + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
+                cells += [seeds_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs], digits=2) + (f" ({len(ds)})" if len(ds) > 1 else "")
+                          + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
             lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first)} | {nat} | " + " | ".join(cells) + " |")
         if differs:
             lines += ["", "† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on "

@@ -257,6 +257,8 @@ if script == "two_timescale_adv.py":
 else:  # eval_attacks.py
     out = args[args.index("--json") + 1]
     log(f"attack {os.path.basename(out)} start")
+    with open("seeds.txt", "a") as f:
+        f.write(f"{os.path.basename(out)} {args[args.index('--attack-seed') + 1]}\n")
     time.sleep(0.4)
     open(out, "w").write("{}")
     log(f"attack {os.path.basename(out)} end")
@@ -264,7 +266,7 @@ else:  # eval_attacks.py
 
 
 def test_two_sumo_grids_in_one_clone_share_the_steps(tmp_path):
-    """Two sumo.sh processes in the same folder: every step (10 trainings and attacks at one budget) runs exactly once,
+    """Two sumo.sh processes in the same folder: every step (5 trainings and 10 attacks at one budget) runs exactly once,
     both processes work, an attack starts only after its group's training ended, a defense only after the benign
     policies, and a claim left by a dead process is taken over. The Python it calls is a stub that takes 0.8 s a step."""
     import shutil
@@ -281,15 +283,17 @@ def test_two_sumo_grids_in_one_clone_share_the_steps(tmp_path):
     grids = [subprocess.Popen(["bash", "benchmark/grids/sumo.sh"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for proc in grids:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    seeds = {line for line in (tmp_path / "seeds.txt").read_text().splitlines()}
     events = [line.split() for line in record.read_text().splitlines()]
     starts = [(kind, name) for kind, name, what, _, _ in events if what == "start"]
     groups = ["two_timescale_eps0.3", "single_eps0.3", "self_play", "fictitious_play"]
-    assert sorted(starts) == sorted([("train", "phase1"), ("attack", "benign__sumo-puck__vs0.3.json")]
-                                    + [("train", g) for g in groups] + [("attack", f"{g}__sumo-puck__vs0.3.json") for g in groups])
+    attacks = [f"{g}__sumo-puck__vs0.3{tag}.json" for g in ["benign"] + groups for tag in ("", "__attack_seed1")]  # two attackers each
+    assert sorted(starts) == sorted([("train", "phase1")] + [("train", g) for g in groups] + [("attack", a) for a in attacks])
     assert len({pid for *_, pid, _ in events}) == 2  # both processes took steps
     when = {(kind, name, what): float(t) for kind, name, what, _, t in events}
     assert all(when[("train", g, "start")] > when[("train", "phase1", "end")] for g in groups)
-    assert all(when[("attack", f"{g}__sumo-puck__vs0.3.json", "start")] > when[("train", g, "end")] for g in groups)
+    assert all(when[("attack", f"{g}__sumo-puck__vs0.3{tag}.json", "start")] > when[("train", g, "end")] for g in groups for tag in ("", "__attack_seed1"))
+    assert seeds == {f"{a} {1 if 'attack_seed1' in a else 0}" for a in attacks}  # each fit seeded by its own --attack-seed
     for g in groups + ["benign"]:
         assert (tmp_path / "benchmark" / "checkpoints" / f"two_timescale_adv__{g}__sumo-puck__3.safetensors").is_file()
     assert not any((tmp_path / "runs" / ".locks").iterdir())  # every claim released

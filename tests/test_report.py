@@ -334,3 +334,14 @@ def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
     assert row.endswith("| 500 (random) | -0.50 | 700 | 800 | 3081 / 79 |")  # the worst stays over the six
     assert "PPO, Hopper-v4, reference attacks: `eval_attacks.py ...`" in summary
     assert report.result_for(ref, "x/other.safetensors")["attacks"]["sa_rl_ref"]["mean"] == 1 and report.result_for(ref, "none") is None
+
+
+def test_sumo_table_takes_the_best_of_several_attackers_per_victim(tmp_path):
+    """Attack seed 1's JSON beside seed 0's: per victim seed the attacker that won more (and its W2), the count in brackets."""
+    sumo_json(tmp_path, "single_eps0.3__sumo-puck__vs0.3.json", [((0.0, 0.5, 0.5), 0.0, 1.0), ((0.0, 0.5, 0.5), 0.9, 2.0)])
+    sumo_json(tmp_path, "single_eps0.3__sumo-puck__vs0.3__attack_seed1.json", [((0.0, 0.5, 0.5), 0.8, 5.0), ((0.0, 0.5, 0.5), 0.7, 9.0)])
+    data = report.load_sumo(str(tmp_path))
+    assert [len(ds) for ds in data["sumo-puck"][("single", 0.3)].values()] == [2]
+    section = report.sumo_section(data)
+    assert "| single | 0.3 | 2 | 0.00 / 0.50 / 0.50 | 0.85 +- 0.05 (2) * | 3.5 [0.01] |" in section  # 0.8 (seed 1's), 0.9 (seed 0's)
+    assert "†" not in section
