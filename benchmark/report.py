@@ -860,15 +860,18 @@ def sumo_section(data):
         sources, differs = set(), []
         for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
             first = docs[min(docs)][0]["results"]
-            rates = {b: " / ".join(f"{np.mean([r['natural'][k] for r in ds[0]['results']]):.2f}" for k in ("win", "loss", "draw")) for b, ds in sorted(docs.items())}
-            nat = rates[min(docs)]
+            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "loss", "draw"))
+
+            def rates(d):  # three digits: one game of 200 per seed moves a mean over 3 seeds by 0.0017
+                return " / ".join(f"{np.mean([r['natural'][k] for r in d['results']]):.3f}" for k in ("win", "loss", "draw"))
+
             # the same victims, benign policy and games in every JSON of the group: their natural rows agree unless
             # the evaluations ran on different CPUs (chaotic games; docs/sumo.md, reset) or on different code
             if any([r["natural"][k] for r in d["results"] for k in ("win", "loss", "draw")] != [r["natural"][k] for r in first for k in ("win", "loss", "draw")]
                    for ds in docs.values() for d in ds):
                 nat += " †"
                 differs.append(f"{SUMO_LABEL[name]}{'' if eps_pi is None else f' trained at {eps_pi:g}'}: "
-                               + ", ".join(f"{rates[b]} in the evaluation at {b:g}" for b in rates))
+                               + ", ".join(f"{r} in an evaluation at {b:g}" for b, ds in sorted(docs.items()) for r in dict.fromkeys(map(rates, ds))))
             cells = []
             for b in budgets:
                 ds = docs.get(b)

@@ -313,7 +313,7 @@ def test_sumo_table_marks_natural_rows_that_differ_between_evaluations(tmp_path)
     section = report.sumo_section(report.load_sumo(str(tmp_path)))
     assert "| self-play (phase 1) |  | 1 | 0.50 / 0.40 / 0.10 † |" in section
     assert ("† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on different CPUs "
-            "(docs/sumo.md): self-play (phase 1): 0.50 / 0.40 / 0.10 in the evaluation at 0.3, 0.40 / 0.40 / 0.20 in the evaluation at 1.") in section
+            "(docs/sumo.md): self-play (phase 1): 0.500 / 0.400 / 0.100 in an evaluation at 0.3, 0.400 / 0.400 / 0.200 in an evaluation at 1.") in section
 
 
 def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
