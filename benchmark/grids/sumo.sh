@@ -7,7 +7,7 @@
 # the self-play benign policies of seeds 1-3 after ANT_BENIGN_STEPS (default 2M of the script's 10M) env steps each,
 # attacked at eps_pi 1.0 and 0.3 (about 3 core-hours).
 #
-#     bash benchmark/grids/sumo.sh                      # puck: about 16 core-hours on the AMD VM, 6.5 on the Intel one (docs/sumo.md)
+#     bash benchmark/grids/sumo.sh                      # puck: about 16 core-hours on the AMD VM, 7 on the Intel one (docs/sumo.md)
 #     bash benchmark/grids/sumo.sh ant
 #     PY=.venv/bin/python bash benchmark/grids/sumo.sh
 #     bash benchmark/grids/sumo.sh & bash benchmark/grids/sumo.sh    # two cores: two processes share the grid
