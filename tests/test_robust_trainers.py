@@ -216,18 +216,29 @@ def test_stacked_inner_loop_equals_each_seed_alone(name):
 @pytest.mark.parametrize("name", SGLD_SCRIPTS)
 def test_training_sgld_equals_the_mad_attack_at_temperature_zero(name):
     """The training-time inner loop and attacks/mad.py are the same routine (SA-PPO's): from the same start (the same
-    seed draws the same sign(N(0, 1)) for one row) and with no noise they return the same state."""
+    seed draws the same sign(N(0, 1)) for one row) and with no noise they return the same state. In float64: each step
+    takes the sign of the gradient, and in float32 the two computations of it (a hand-written VJP over batched matmuls,
+    autograd through the frozen policy) round differently, which can flip the sign of a coordinate whose gradient is
+    about 0 (on an Intel Xeon: 2 coordinates of 1 row in 8, one step apart): a tie broken otherwise, not another routine."""
     from attacks.mad import MADAttack
 
-    mod = module(name)
-    agent = make_agent(mod)
-    x, *_ = make_batch(agent)
-    mad = MADAttack(agent.policy(0, mod.Args(init_std=0.5)), EPS, steps=10, temperature=0.0)  # the frozen policy eval uses
-    for i in range(8):
-        row = x[:, i : i + 1]
-        x_train, _, _ = mod.sgld_kl_attack(agent, row, EPS, 10, 0.1, 0.0, generators=[torch.Generator().manual_seed(100 + i)])
-        x_mad = mad(row[0], [torch.Generator().manual_seed(100 + i)])
-        torch.testing.assert_close(x_train[0], x_mad, rtol=0, atol=1e-6)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        mod = module(name)
+        agent = make_agent(mod)
+        x, *_ = make_batch(agent)
+        policy = agent.policy(0, mod.Args(init_std=0.5))  # the frozen policy eval uses (float32 as loaded), in float64
+        policy.actor.double()
+        mad = MADAttack(policy, EPS, steps=10, temperature=0.0)
+        for i in range(8):
+            row = x[:, i : i + 1]
+            x_train, _, _ = mod.sgld_kl_attack(agent, row, EPS, 10, 0.1, 0.0, generators=[torch.Generator().manual_seed(100 + i)])
+            x_mad = mad(row[0], [torch.Generator().manual_seed(100 + i)])
+            assert x_train.dtype == x_mad.dtype == torch.float64
+            torch.testing.assert_close(x_train[0], x_mad, rtol=0, atol=1e-12)
+    finally:
+        torch.set_default_dtype(default)
 
 
 @pytest.mark.slow
