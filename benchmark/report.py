@@ -753,13 +753,18 @@ DEFENSE_ORDER = ("none", "single", "two_timescale", "min_oracle")
 
 def load_attacked_victims(folder, name):
     """{env: {(victim group, train eps_pi or None): {attack eps_pi: eval doc}}} from the JSONs in `folder` whose names
-    `name` matches with the groups (victim group, train eps_pi, env, attack eps_pi): the PR-MDP and the sumo grids."""
+    `name` matches with the groups (victim group, train eps_pi, env, attack eps_pi[, attack seed]): the PR-MDP and the
+    sumo grids. With an attack-seed group (the sumo grid's), each budget holds the list of docs, attack seed 0 first."""
     out = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         m = name.match(os.path.basename(path))
         if m:
             victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
-            out.setdefault(m.group(3), {}).setdefault(victim, {})[float(m.group(4))] = json.load(open(path))
+            key = (float(m.group(4)), int(m.group(5) or 0)) if name.groups > 4 else float(m.group(4))
+            out.setdefault(m.group(3), {}).setdefault(victim, {})[key] = json.load(open(path))
+    if name.groups > 4:  # {(budget, attack seed): doc} -> {budget: [docs by attack seed]}
+        out = {env: {v: {b: [docs[k] for k in sorted(docs) if k[0] == b] for b in sorted({k[0] for k in docs})} for v, docs in victims.items()}
+               for env, victims in out.items()}
     return out
 
 
@@ -823,14 +828,12 @@ SUMO_LABEL = {"benign": "self-play (phase 1)", "self_play": "self_play", "fictit
 
 def load_sumo(folder=None):
     """{env: {(victim group, train eps_pi or None): {attack eps_pi: [eval doc per attack seed, seed 0 first]}}}"""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder or os.path.join(RESULTS, "sumo"), "*.json"))):
-        m = SUMO_NAME.match(os.path.basename(path))
-        if m:
-            victim = (m.group(1), float(m.group(2)) if m.group(2) else None)
-            out.setdefault(m.group(3), {}).setdefault(victim, {}).setdefault(float(m.group(4)), {})[int(m.group(5) or 0)] = json.load(open(path))
-    return {env: {v: {b: [docs[k] for k in sorted(docs)] for b, docs in budgets.items()} for v, budgets in victims.items()}
-            for env, victims in out.items()}
+    return load_attacked_victims(folder or os.path.join(RESULTS, "sumo"), SUMO_NAME)
+
+
+def natural_rates(doc, digits):
+    """'win / loss / draw' of the victims' natural games, each the mean over the doc's seeds."""
+    return " / ".join(f"{np.mean([r['natural'][k] for r in doc['results']]):.{digits}f}" for k in ("win", "loss", "draw"))
 
 
 def best_attackers(docs):
@@ -859,19 +862,16 @@ def sumo_section(data):
                   "|---|---|---|---|" + "---|---|" * len(budgets)]
         sources, differs = set(), []
         for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
-            first = docs[min(docs)][0]["results"]
-            nat = " / ".join(f"{np.mean([r['natural'][k] for r in first]):.2f}" for k in ("win", "loss", "draw"))
-
-            def rates(d):  # three digits: one game of 200 per seed moves a mean over 3 seeds by 0.0017
-                return " / ".join(f"{np.mean([r['natural'][k] for r in d['results']]):.3f}" for k in ("win", "loss", "draw"))
-
+            first = docs[min(docs)][0]
+            nat = natural_rates(first, 2)
             # the same victims, benign policy and games in every JSON of the group: their natural rows agree unless
-            # the evaluations ran on different CPUs (chaotic games; docs/sumo.md, reset) or on different code
-            if any([r["natural"][k] for r in d["results"] for k in ("win", "loss", "draw")] != [r["natural"][k] for r in first for k in ("win", "loss", "draw")]
-                   for ds in docs.values() for d in ds):
+            # the evaluations ran on different CPUs (chaotic games; docs/sumo.md, reset) or on different code. Three
+            # digits in the note: one game of 200 per seed moves a mean over 3 seeds by 0.0017.
+            if any(natural_rates(d, 3) != natural_rates(first, 3) for ds in docs.values() for d in ds):
                 nat += " †"
                 differs.append(f"{SUMO_LABEL[name]}{'' if eps_pi is None else f' trained at {eps_pi:g}'}: "
-                               + ", ".join(f"{r} in an evaluation at {b:g}" for b, ds in sorted(docs.items()) for r in dict.fromkeys(map(rates, ds))))
+                               + ", ".join(f"{r} in an evaluation at {b:g}" for b, ds in sorted(docs.items())
+                                           for r in dict.fromkeys(natural_rates(d, 3) for d in ds)))
             cells = []
             for b in budgets:
                 ds = docs.get(b)
@@ -883,7 +883,7 @@ def sumo_section(data):
                 w2, floor = np.mean([r["stealth"]["w2_squared"] for r in rs]), np.mean([r["stealth"].get("floor", np.nan) for r in rs])
                 cells += [seeds_cell([r["attacks"]["action_mix"]["attacker_win_rate"] for r in rs], digits=2) + (f" ({len(ds)})" if len(ds) > 1 else "")
                           + (" *" if eps_pi == b else ""), f"{w2:.3g} [{floor:.2g}]"]
-            lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first)} | {nat} | " + " | ".join(cells) + " |")
+            lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {len(first['results'])} | {nat} | " + " | ".join(cells) + " |")
         if differs:
             lines += ["", "† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on "
                       "different CPUs (docs/sumo.md): " + "; ".join(differs) + "."]

@@ -119,7 +119,7 @@ def test_checkpoint_is_the_stored_one(stored, model):
         assert policy_hash(policy) == case["victim_hash"], f"{model} changed since the golden data was written"
 
 
-def test_the_file_knows_this_cpu_or_says_it_does_not(stored):
+def test_the_golden_file_has_one_entry_per_known_cpu(stored):
     """Every entry names a CPU and a kernel level, no two entries match one machine, and the two known VMs are in it."""
     assert all(e["cpu"] and e["capability"] for e in stored["platforms"])
     known = [(e["cpu"], e["capability"]) for e in stored["platforms"]]
