@@ -843,6 +843,14 @@ def best_attackers(docs):
             for i in range(len(docs[0]["results"]))]
 
 
+def evaluation_label(doc, budget):
+    """An arena evaluation in the sumo table's † note: its budget, its attack seed when not 0, and its CPU (the cause
+    the note names) when the JSON records one (from commit 80d7ebd on)."""
+    seed = re.search(r"--attack-seed (\d+)", doc["command"])
+    cpu = doc["machine"].split(", ", 1)[1] if ", " in doc["machine"] else "CPU not recorded"
+    return f"{budget:g} ({'' if not seed or seed.group(1) == '0' else f'attack seed {seed.group(1)}, '}{cpu})"
+
+
 def sumo_section(data):
     if not data:
         return "No sumo results yet."
@@ -869,9 +877,12 @@ def sumo_section(data):
             # digits in the note: one game of 200 per seed moves a mean over 3 seeds by 0.0017.
             if any(natural_rates(d, 3) != natural_rates(first, 3) for ds in docs.values() for d in ds):
                 nat += " †"
+                evaluations = {}  # natural rates -> the evaluations that gave them
+                for b, ds in sorted(docs.items()):
+                    for d in ds:
+                        evaluations.setdefault(natural_rates(d, 3), []).append(evaluation_label(d, b))
                 differs.append(f"{SUMO_LABEL[name]}{'' if eps_pi is None else f' trained at {eps_pi:g}'}: "
-                               + ", ".join(f"{r} in an evaluation at {b:g}" for b, ds in sorted(docs.items())
-                                           for r in dict.fromkeys(natural_rates(d, 3) for d in ds)))
+                               + ", ".join(f"{r} at {', '.join(where)}" for r, where in evaluations.items()))
             cells = []
             for b in budgets:
                 ds = docs.get(b)

@@ -313,7 +313,21 @@ def test_sumo_table_marks_natural_rows_that_differ_between_evaluations(tmp_path)
     section = report.sumo_section(report.load_sumo(str(tmp_path)))
     assert "| self-play (phase 1) |  | 1 | 0.50 / 0.40 / 0.10 † |" in section
     assert ("† The natural games differ between the group's evaluations (the lowest budget's shown), as when they ran on different CPUs "
-            "(docs/sumo.md): self-play (phase 1): 0.500 / 0.400 / 0.100 in an evaluation at 0.3, 0.400 / 0.400 / 0.200 in an evaluation at 1.") in section
+            "(docs/sumo.md): self-play (phase 1): 0.500 / 0.400 / 0.100 at 0.3 (CPU not recorded), 0.400 / 0.400 / 0.200 at 1 (CPU not recorded).") in section
+
+
+def test_sumo_dagger_note_names_each_natural_row_s_evaluations_with_attack_seed_and_cpu(tmp_path):
+    import json
+
+    sumo_json(tmp_path, "benign__sumo-puck__vs0.3.json", [((0.0, 0.99, 0.01), 0.3, 0.5)])
+    sumo_json(tmp_path, "benign__sumo-puck__vs1.0.json", [((0.0, 0.99, 0.01), 0.9, 0.5)])
+    sumo_json(tmp_path, "benign__sumo-puck__vs0.3__attack_seed1.json", [((0.0, 1.0, 0.0), 0.2, 0.5)])
+    path = tmp_path / "benign__sumo-puck__vs0.3__attack_seed1.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(doc, command="eval_attacks.py --attacks action_mix --eps-pi 0.3 --attack-seed 1", machine="vm x86_64 2 cpu, Xeon")))
+    section = report.sumo_section(report.load_sumo(str(tmp_path)))
+    assert ("self-play (phase 1): 0.000 / 0.010 / 0.990 at 0.3 (CPU not recorded), 1 (CPU not recorded), "
+            "0.000 / 0.000 / 1.000 at 0.3 (attack seed 1, Xeon).") in section
 
 
 def test_reference_columns_come_from_a_shared_ref_json(tmp_path, monkeypatch):
