@@ -846,9 +846,9 @@ def best_attackers(docs):
 def evaluation_label(doc, budget):
     """An arena evaluation in the sumo table's † note: its budget, its attack seed when not 0, and its CPU (the cause
     the note names) when the JSON records one (from commit 80d7ebd on)."""
-    seed = re.search(r"--attack-seed (\d+)", doc["command"])
+    seed = doc["results"][0].get("attack_seed", 0)
     cpu = doc["machine"].split(", ", 1)[1] if ", " in doc["machine"] else "CPU not recorded"
-    return f"{budget:g} ({'' if not seed or seed.group(1) == '0' else f'attack seed {seed.group(1)}, '}{cpu})"
+    return f"{budget:g} ({f'attack seed {seed}, ' if seed else ''}{cpu})"
 
 
 def sumo_section(data):
