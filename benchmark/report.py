@@ -439,8 +439,10 @@ def main(args):
     pruning, pruning_plots = pruning_section(load_pruning())
     stale = []
     prmdp = prmdp_section(load_prmdp(), os.path.join(RESULTS, "curves"))
-    sumo = sumo_section(load_sumo())
-    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp, "sumo": sumo}), ("README.md", {"": readme})):
+    sumo_data = load_sumo()
+    sumo = sumo_section(sumo_data)
+    for rel, blocks in (("benchmark/RESULTS.md", {"": summary, "pruning": pruning, "prmdp": prmdp, "sumo": sumo, **sumo_seeds_sections(sumo_data)}),
+                        ("README.md", {"": readme})):
         path = os.path.join(ROOT, rel)
         text = open(path).read()
         new = text
@@ -901,6 +903,34 @@ def sumo_section(data):
         lines += ["", "Sources: " + "; ".join(sorted(sources)), ""]
     return "\n".join(lines).rstrip()
 
+
+
+def sumo_seeds_sections(data):
+    """{block name: table} per (env, budget): per victim group attacked at that budget and per victim seed, the better
+    attacker's win rate, every attacker's (attack seed 0 first), and the victim's loss rate in natural games against
+    the benign policy (the budget's first evaluation's). The blocks `{env} seeds {budget}` of RESULTS' sumo slices."""
+    blocks = {}
+    for env, victims in sorted(data.items()):
+        for b in sorted({b for docs in victims.values() for b in docs}):
+            groups = [(v, docs[b]) for v, docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)) if b in docs]
+            seeds = sorted({seed_of(r["model"]) for _, ds in groups for r in ds[0]["results"]}, key=lambda s: (s is None, s))
+            n = max(len(ds) for _, ds in groups)
+            lines = [f"Per victim seed {' / '.join('?' if s is None else str(s) for s in seeds)} (a victim group's seeds in this order; "
+                     f"a missing seed: -), attacked at eps_pi {b:g}: the better attacker's win rate"
+                     + (f" (each attacker's, attack seed {', '.join(map(str, range(n)))}, in brackets per victim)" if n > 1 else "")
+                     + " and the victim's loss rate in natural games against the benign policy:", "",
+                     "| victim group | trained at eps_pi | better attacker | natural loss to the benign policy |", "|---|---|---|---|"]
+            for (name, eps_pi), ds in groups:
+                by_seed = [{seed_of(r["model"]): r for r in d["results"]} for d in ds]
+                best = {seed_of(r["model"]): r for r in best_attackers(ds)}
+                win = lambda r: f"{r['attacks']['action_mix']['attacker_win_rate']:.3f}"
+                cell = " / ".join(win(best[s]) if s in best else "-" for s in seeds)
+                if len(ds) > 1:
+                    cell += " (" + "; ".join(", ".join(win(d[s]) if s in d else "-" for d in by_seed) for s in seeds) + ")"
+                loss = " / ".join(f"{by_seed[0][s]['natural']['loss']:.3f}" if s in by_seed[0] else "-" for s in seeds)
+                lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {cell} | {loss} |")
+            blocks[f"{env} seeds {b:g}"] = "\n".join(lines)
+    return blocks
 
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
 # policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named
