@@ -833,6 +833,11 @@ def load_sumo(folder=None):
     return load_attacked_victims(folder or os.path.join(RESULTS, "sumo"), SUMO_NAME)
 
 
+def sumo_groups(victims):
+    """A sumo env's victim groups in table order: (victim group, train eps_pi) -> docs items by SUMO_ORDER, then budget."""
+    return sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0))
+
+
 def natural_rates(doc, digits):
     """'win / loss / draw' of the victims' natural games, each the mean over the doc's seeds."""
     return " / ".join(f"{np.mean([r['natural'][k] for r in doc['results']]):.{digits}f}" for k in ("win", "loss", "draw"))
@@ -871,7 +876,7 @@ def sumo_section(data):
                   + " | ".join(f"attacker wins {b:g} | W2^2 {b:g}" for b in budgets) + " |",
                   "|---|---|---|---|" + "---|---|" * len(budgets)]
         sources, differs = set(), []
-        for (name, eps_pi), docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)):
+        for (name, eps_pi), docs in sumo_groups(victims):
             first = docs[min(docs)][0]
             nat = natural_rates(first, 2)
             # the same victims, benign policy and games in every JSON of the group: their natural rows agree unless
@@ -904,7 +909,6 @@ def sumo_section(data):
     return "\n".join(lines).rstrip()
 
 
-
 def sumo_seeds_sections(data):
     """{block name: table} per (env, budget): per victim group attacked at that budget and per victim seed, the better
     attacker's win rate, every attacker's (attack seed 0 first), and the victim's loss rate in natural games against
@@ -912,12 +916,11 @@ def sumo_seeds_sections(data):
     blocks = {}
     for env, victims in sorted(data.items()):
         for b in sorted({b for docs in victims.values() for b in docs}):
-            groups = [(v, docs[b]) for v, docs in sorted(victims.items(), key=lambda kv: (SUMO_ORDER.index(kv[0][0]), kv[0][1] or 0)) if b in docs]
+            groups = [(v, docs[b]) for v, docs in sumo_groups(victims) if b in docs]
             seeds = sorted({seed_of(r["model"]) for _, ds in groups for r in ds[0]["results"]}, key=lambda s: (s is None, s))
-            n = max(len(ds) for _, ds in groups)
             lines = [f"Per victim seed {' / '.join('?' if s is None else str(s) for s in seeds)} (a victim group's seeds in this order; "
                      f"a missing seed: -), attacked at eps_pi {b:g}: the better attacker's win rate"
-                     + (f" (each attacker's, attack seed {', '.join(map(str, range(n)))}, in brackets per victim)" if n > 1 else "")
+                     + (" (where several attackers were fitted, each one's in brackets per victim, by attack seed)" if any(len(ds) > 1 for _, ds in groups) else "")
                      + " and the victim's loss rate in natural games against the benign policy:", "",
                      "| victim group | trained at eps_pi | better attacker | natural loss to the benign policy |", "|---|---|---|---|"]
             for (name, eps_pi), ds in groups:
@@ -931,6 +934,7 @@ def sumo_seeds_sections(data):
                 lines.append(f"| {SUMO_LABEL[name]} | {'' if eps_pi is None else f'{eps_pi:g}'} | {cell} | {loss} |")
             blocks[f"{env} seeds {b:g}"] = "\n".join(lines)
     return blocks
+
 
 # Adversarial training with partial control (arXiv 2305.17342, Fig. 4a/b): the victim's training return and its
 # policy-gradient norm over training, single vs two timescales, from `benchmark/curves.py` extracts named

@@ -364,7 +364,7 @@ def test_sumo_table_takes_the_best_of_several_attackers_per_victim(tmp_path):
 
 def test_sumo_per_seed_tables_name_every_attacker_and_the_natural_loss_per_victim_seed(tmp_path):
     """One block per (env, budget): per victim seed the better attacker, each attacker (attack seed 0 first) and the
-    natural loss; a group without some seed shows '-' there; the block names match RESULTS' markers."""
+    natural loss; a group without some seed shows '-' there (RESULTS holds a marker per block name: test_generated_sections_are_current)."""
     sumo_json(tmp_path, "single_eps0.3__sumo-puck__vs0.3.json", [((0.0, 0.5, 0.5), 0.0, 1.0), ((0.0, 0.25, 0.75), 0.9, 2.0)])
     sumo_json(tmp_path, "single_eps0.3__sumo-puck__vs0.3__attack_seed1.json", [((0.0, 0.5, 0.5), 0.8, 5.0), ((0.0, 0.25, 0.75), 0.7, 9.0)])
     sumo_json(tmp_path, "benign__sumo-puck__vs0.3.json", [((0.1, 0.8, 0.1), 0.3, 0.5)])  # seed 1 only
@@ -372,9 +372,9 @@ def test_sumo_per_seed_tables_name_every_attacker_and_the_natural_loss_per_victi
     blocks = report.sumo_seeds_sections(report.load_sumo(str(tmp_path)))
     assert list(blocks) == ["sumo-puck seeds 0.3", "sumo-puck seeds 1"]
     table = blocks["sumo-puck seeds 0.3"]
-    assert table.startswith("Per victim seed 1 / 2 (") and "(each attacker's, attack seed 0, 1, in brackets per victim)" in table
+    assert table.startswith("Per victim seed 1 / 2 (") and "each one's in brackets per victim, by attack seed" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows == ["| self-play (phase 1) |  | 0.300 / - | 0.100 / - |",  # one attacker: no brackets
                     "| single | 0.3 | 0.800 / 0.900 (0.000, 0.800; 0.900, 0.700) | 0.500 / 0.750 |"]
-    assert "attack seed" not in blocks["sumo-puck seeds 1"]  # one attacker: no brackets
+    assert "in brackets" not in blocks["sumo-puck seeds 1"]  # one attacker per victim: no brackets
     assert blocks["sumo-puck seeds 1"].splitlines()[-1] == "| self-play (phase 1) |  | 1.000 | 0.100 |"
